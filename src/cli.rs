@@ -1,0 +1,213 @@
+//! shardgrid::cli: the command line (clap) and its translation into a checked `Config`. Flags
+//! and environment variables follow the TopGun server's where they overlap (`--port`/`PORT`,
+//! `JWT_SECRET`, `STORAGE_BACKEND=null`, `TOPGUN_NO_AUTH`), so its tooling can start shardgrid.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use shardgrid_shards::CoreSet;
+
+use crate::limits;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "shardgrid", version, about = "A thread-per-core real-time data grid speaking the TopGun client protocol")]
+pub struct Args {
+    /// CPUs to run shards on, one shard per CPU: a list of numbers and ranges like `0-3,6`.
+    /// Default: every CPU this process may use.
+    #[arg(long, conflicts_with = "core_mask")]
+    pub cores: Option<String>,
+
+    /// CPUs to run shards on as a hexadecimal mask (bit n = CPU n), like `0x4f`.
+    #[arg(long)]
+    pub core_mask: Option<String>,
+
+    /// TCP port for WebSocket and HTTP. 0 picks a free port; the chosen port is printed on
+    /// stdout as `PORT=<n>` once every shard listens.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// This node's id ([a-z0-9]+), used in server timestamps and the partition map.
+    /// Default: derived from the host name.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HS256 secret that client JWTs are signed with.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Development mode: accept every connection without a token (an `AUTH` is still answered
+    /// with `AUTH_ACK`). Also enabled by TOPGUN_NO_AUTH=1.
+    #[arg(long)]
+    pub no_auth: bool,
+
+    /// Storage backend: `memory` (nothing survives a restart). `disk` is not available in this
+    /// version. The environment STORAGE_BACKEND=null also selects memory.
+    #[arg(long, value_parser = ["memory", "disk"])]
+    pub storage: Option<String>,
+
+    /// Directory for durable storage (used by the disk backend).
+    #[arg(long, env = "DATA_DIR", default_value = "./shardgrid-data")]
+    pub data_dir: PathBuf,
+
+    /// Largest WebSocket message accepted, in bytes (at least 2 MiB); larger ones close the
+    /// connection with 1009 "message too big".
+    #[arg(long, default_value_t = limits::FRAME_BYTES_MAX_DEFAULT)]
+    pub max_frame_bytes: usize,
+
+    /// Deepest msgpack nesting accepted in a message.
+    #[arg(long, default_value_t = limits::NESTING_DEPTH_MAX)]
+    pub max_nesting_depth: usize,
+
+    /// Milliseconds a connection has to authenticate before it is closed.
+    #[arg(long, default_value_t = limits::AUTH_TIMEOUT_MS_DEFAULT)]
+    pub auth_timeout_ms: u64,
+
+    /// Milliseconds without a PING after which a connection is closed.
+    #[arg(long, default_value_t = limits::IDLE_TIMEOUT_MS_DEFAULT)]
+    pub idle_timeout_ms: u64,
+
+    /// Bytes queued toward one connection before it is closed as a slow consumer.
+    #[arg(long, default_value_t = limits::OUTBOUND_QUEUE_BYTES_DEFAULT)]
+    pub outbound_queue_bytes: usize,
+
+    /// Connections one shard accepts at once; further ones are refused.
+    #[arg(long, default_value_t = limits::CONNECTIONS_PER_SHARD_DEFAULT)]
+    pub max_connections_per_shard: usize,
+
+    /// KiB of registered io_uring buffer memory per shard. This is locked memory: the total over
+    /// all shards must fit in `ulimit -l` (see tuning.md).
+    #[arg(long, default_value_t = limits::IO_MEMORY_BYTES_DEFAULT / 1024)]
+    pub io_memory_kib: usize,
+}
+
+/// How a client proves who it is.
+#[derive(Clone, Debug)]
+pub enum AuthMode {
+    Jwt { secret: String },
+    NoAuth,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageMode {
+    Memory,
+}
+
+/// The checked configuration the server is assembled from.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub cores: CoreSet,
+    pub host: IpAddr,
+    pub port: u16,
+    pub node_id: String,
+    pub auth: AuthMode,
+    pub storage: StorageMode,
+    pub data_dir: PathBuf,
+    pub max_frame_bytes: usize,
+    pub max_nesting_depth: usize,
+    pub auth_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub outbound_queue_bytes: usize,
+    pub max_connections_per_shard: usize,
+    pub io_memory_bytes: usize,
+}
+
+/// A configuration the server refuses to start with; the CLI prints it and exits with code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--cores/--core-mask: {0}")]
+    Cores(#[from] shardgrid_shards::CoreSetError),
+    #[error("no JWT secret: set --jwt-secret (or JWT_SECRET), or pass --no-auth for development")]
+    NoSecret,
+    #[error("--storage disk is not available in this version; run with --storage memory (nothing survives a restart)")]
+    DiskUnavailable,
+    #[error("--max-frame-bytes must be at least {} (frames up to 2 MiB are always accepted)", limits::FRAME_BYTES_FLOOR)]
+    FrameLimitTooSmall,
+    #[error("--node-id must be non-empty lowercase letters and digits ([a-z0-9]+), got {0:?}")]
+    BadNodeId(String),
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("--cores names {0} shards; at most {1} are supported (one per partition)")]
+    TooManyShards(usize, usize),
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| matches!(value.trim(), "1" | "true" | "TRUE" | "yes"))
+}
+
+/// A node id made of the host name's lowercase letters and digits.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
+    if id.is_empty() {
+        "shardgrid".to_string()
+    } else {
+        id
+    }
+}
+
+impl Args {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let available = shardgrid_shards::cores::available_cpus();
+        let cores = match (&self.cores, &self.core_mask) {
+            (Some(list), _) => CoreSet::parse_list(list, &available)?,
+            (None, Some(mask)) => CoreSet::parse_mask(mask, &available)?,
+            (None, None) => CoreSet::all_available(),
+        };
+        let partitions = crate::hash::PARTITION_COUNT as usize;
+        if cores.shard_count() > partitions {
+            return Err(ConfigError::TooManyShards(cores.shard_count(), partitions));
+        }
+        let auth = match (self.no_auth || env_flag("TOPGUN_NO_AUTH"), self.jwt_secret) {
+            (_, Some(secret)) if !secret.is_empty() && !self.no_auth => AuthMode::Jwt { secret },
+            (true, _) => AuthMode::NoAuth,
+            _ => return Err(ConfigError::NoSecret),
+        };
+        let storage_env_null = std::env::var("STORAGE_BACKEND").is_ok_and(|value| value == "null" || value == "memory");
+        let storage = match self.storage.as_deref() {
+            Some("disk") => return Err(ConfigError::DiskUnavailable),
+            Some(_) => StorageMode::Memory,
+            None if storage_env_null => StorageMode::Memory,
+            None => StorageMode::Memory,
+        };
+        if self.max_frame_bytes < limits::FRAME_BYTES_FLOOR {
+            return Err(ConfigError::FrameLimitTooSmall);
+        }
+        let node_id = self.node_id.unwrap_or_else(default_node_id);
+        if node_id.is_empty() || !node_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+            return Err(ConfigError::BadNodeId(node_id));
+        }
+        for (name, value) in [
+            ("auth-timeout-ms", self.auth_timeout_ms as usize),
+            ("idle-timeout-ms", self.idle_timeout_ms as usize),
+            ("outbound-queue-bytes", self.outbound_queue_bytes),
+            ("max-connections-per-shard", self.max_connections_per_shard),
+            ("max-nesting-depth", self.max_nesting_depth),
+            ("io-memory-kib", self.io_memory_kib),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(Config {
+            cores,
+            host: self.host,
+            port: self.port,
+            node_id,
+            auth,
+            storage,
+            data_dir: self.data_dir,
+            max_frame_bytes: self.max_frame_bytes,
+            max_nesting_depth: self.max_nesting_depth,
+            auth_timeout_ms: self.auth_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            max_connections_per_shard: self.max_connections_per_shard,
+            io_memory_bytes: self.io_memory_kib * 1024,
+        })
+    }
+}

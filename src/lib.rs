@@ -1,0 +1,18 @@
+//! shardgrid: a thread-per-core, shared-nothing real-time data grid speaking the TopGun client
+//! protocol. See ARCHITECTURE.md for the code map.
+
+pub mod auth;
+pub mod cli;
+pub mod crdt;
+pub mod endpoints;
+pub mod hash;
+pub mod hlc;
+pub mod limits;
+pub mod model;
+pub mod net;
+pub mod node;
+pub mod protocol;
+pub mod query;
+pub mod server;
+pub mod session;
+pub mod shard;

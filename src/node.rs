@@ -1,0 +1,437 @@
+//! shardgrid::node: one shard at run time. A `Node` owns the shard's data, its connections'
+//! outboxes and its interest tables, answers the requests that reach it over the mesh (`Hop`),
+//! and offers the connection handlers the cross-shard operations they need (apply a batch on
+//! its owners, gather a query snapshot from every shard, announce interest).
+//!
+//! Lives on its shard, behind an `Rc`; every method runs on that shard's executor. The
+//! `RefCell`s are never borrowed across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use shardgrid_shards::mesh::MeshStats;
+use shardgrid_shards::{Mesh, MeshHandler, PartitionId, PartitionTable, ShardId};
+
+use crate::auth::TokenVerifier;
+use crate::cli::{AuthMode, Config};
+use crate::hash::partition_of;
+use crate::net::outbox::{CloseReason, Outbox};
+use crate::protocol::{encode, ClientOp, ServerEvent, ServerEventBody, ServerMessage};
+use crate::query::{Query, ResolvedCursor};
+use crate::shard::interest::Announce;
+use crate::shard::{Change, ChangeEvent, ConnId, ConnRef, Interest, OpOutcome, Row, ShardData};
+
+/// A request that travels between shards (or is handled locally by the same code).
+pub enum Hop {
+    /// Apply these ops, all owned by the receiving shard, in order. Replies `Applied`.
+    Apply { ops: Vec<ClientOp>, writer: ConnRef },
+    /// Gather the live rows of `map` matching `query` after `cursor`, at most one more than
+    /// the query's page size, best first. Replies `Rows`.
+    Snapshot { map: Arc<str>, query: Arc<Query>, cursor: Arc<ResolvedCursor> },
+    /// `shard` has (or no longer has) connections interested in `map`. No reply.
+    Interest { map: Arc<str>, shard: ShardId, interested: bool },
+    /// Deliver these encoded `SERVER_EVENT` frames to local connections interested in each map,
+    /// except the writer. No reply.
+    Deliver { frames: Vec<(Arc<str>, Bytes)>, writer: ConnRef },
+    /// Report this shard's counters. Replies `Stats`.
+    Stats,
+}
+
+pub enum HopReply {
+    Applied(Vec<OpOutcome>),
+    Rows(Vec<Row>),
+    Stats(ShardStats),
+}
+
+pub type ShardMesh = Mesh<Hop, HopReply, Node>;
+
+/// Counters of one shard. Only the owning shard touches them; `/health` and `/metrics` gather
+/// one copy per shard over the mesh and add them up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardStats {
+    pub connections: u64,
+    pub connections_accepted: u64,
+    pub messages_received: u64,
+    pub ops_applied: u64,
+    pub ops_unchanged: u64,
+    pub ops_rejected: u64,
+    pub events_delivered: u64,
+    pub slow_consumers_closed: u64,
+    pub errors_sent: u64,
+    pub records: u64,
+    pub mesh: MeshStatsCopy,
+}
+
+/// `MeshStats` as plain counters that add up across shards.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MeshStatsCopy {
+    pub hops_sent: u64,
+    pub hops_received: u64,
+    pub queue_full_waits: u64,
+}
+
+impl From<MeshStats> for MeshStatsCopy {
+    fn from(stats: MeshStats) -> Self {
+        MeshStatsCopy { hops_sent: stats.hops_sent, hops_received: stats.hops_received, queue_full_waits: stats.queue_full_waits }
+    }
+}
+
+impl ShardStats {
+    pub fn add(&mut self, other: &ShardStats) {
+        self.connections += other.connections;
+        self.connections_accepted += other.connections_accepted;
+        self.messages_received += other.messages_received;
+        self.ops_applied += other.ops_applied;
+        self.ops_unchanged += other.ops_unchanged;
+        self.ops_rejected += other.ops_rejected;
+        self.events_delivered += other.events_delivered;
+        self.slow_consumers_closed += other.slow_consumers_closed;
+        self.errors_sent += other.errors_sent;
+        self.records += other.records;
+        self.mesh.hops_sent += other.mesh.hops_sent;
+        self.mesh.hops_received += other.mesh.hops_received;
+        self.mesh.queue_full_waits += other.mesh.queue_full_waits;
+    }
+}
+
+/// A connection as its shard sees it from outside the connection task.
+pub struct ConnEntry {
+    pub outbox: Rc<Outbox>,
+    /// Wall-clock ms after which the connection is closed, and why.
+    pub deadline: Cell<(u64, CloseReason)>,
+}
+
+/// See the module doc.
+pub struct Node {
+    pub shard: ShardId,
+    pub config: Arc<Config>,
+    pub table: PartitionTable,
+    pub started: Instant,
+    mesh: Rc<ShardMesh>,
+    data: RefCell<ShardData>,
+    interest: RefCell<Interest>,
+    conns: RefCell<AHashMap<ConnId, ConnEntry>>,
+    next_conn: Cell<ConnId>,
+    stats: Cell<ShardStats>,
+    /// Scratch buffer for encoding events; its capacity is kept between writes.
+    encode_buffer: RefCell<Vec<u8>>,
+    /// `None` in `--no-auth` mode.
+    verifier: Option<TokenVerifier>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+}
+
+impl Node {
+    pub fn new(shard: ShardId, config: Arc<Config>, mesh: Rc<ShardMesh>) -> Rc<Node> {
+        let verifier = match &config.auth {
+            AuthMode::Jwt { secret } => Some(TokenVerifier::hs256(secret.as_bytes())),
+            AuthMode::NoAuth => None,
+        };
+        let table = PartitionTable::new(crate::hash::PARTITION_COUNT, config.cores.shard_count());
+        let node = Rc::new(Node {
+            shard,
+            table,
+            started: Instant::now(),
+            data: RefCell::new(ShardData::new(&config.node_id)),
+            config,
+            mesh: Rc::clone(&mesh),
+            interest: RefCell::new(Interest::default()),
+            conns: RefCell::new(AHashMap::new()),
+            next_conn: Cell::new(1),
+            stats: Cell::new(ShardStats::default()),
+            encode_buffer: RefCell::new(Vec::with_capacity(4096)),
+            verifier,
+        });
+        mesh.serve(Rc::clone(&node));
+        node
+    }
+
+    /// The token verifier, or `None` in `--no-auth` mode.
+    pub fn verifier(&self) -> Option<&TokenVerifier> {
+        self.verifier.as_ref()
+    }
+
+    pub fn mesh(&self) -> &ShardMesh {
+        &self.mesh
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.table.shard_count()
+    }
+
+    pub fn bump(&self, update: impl FnOnce(&mut ShardStats)) {
+        let mut stats = self.stats.get();
+        update(&mut stats);
+        self.stats.set(stats);
+    }
+
+    pub fn owner_of(&self, key: &str) -> ShardId {
+        self.table.owner(PartitionId(partition_of(key)))
+    }
+
+    /// Registers a new connection and returns its id.
+    pub fn open_conn(&self, outbox: Rc<Outbox>, deadline_ms: u64) -> ConnId {
+        let conn = self.next_conn.get();
+        self.next_conn.set(conn + 1);
+        let entry = ConnEntry { outbox, deadline: Cell::new((deadline_ms, CloseReason::AuthenticationTimeout)) };
+        self.conns.borrow_mut().insert(conn, entry);
+        self.bump(|stats| {
+            stats.connections += 1;
+            stats.connections_accepted += 1;
+        });
+        conn
+    }
+
+    pub fn conn_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Sets when `conn` is closed for inactivity (or for not authenticating), and why.
+    pub fn set_deadline(&self, conn: ConnId, deadline_ms: u64, reason: CloseReason) {
+        if let Some(entry) = self.conns.borrow().get(&conn) {
+            entry.deadline.set((deadline_ms, reason));
+        }
+    }
+
+    /// Asks every connection past its deadline to close. Called by the shard's sweeper.
+    pub fn sweep_deadlines(&self, now_ms: u64) {
+        for entry in self.conns.borrow().values() {
+            let (deadline_ms, reason) = entry.deadline.get();
+            if now_ms >= deadline_ms {
+                entry.outbox.request_close(reason);
+            }
+        }
+    }
+
+    /// Asks every connection to close with `reason` (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for entry in self.conns.borrow().values() {
+            entry.outbox.request_close(reason);
+        }
+    }
+
+    /// Forgets a closed connection and withdraws its interest everywhere.
+    pub async fn close_conn(&self, conn: ConnId, interested_maps: Vec<Arc<str>>) {
+        if self.conns.borrow_mut().remove(&conn).is_some() {
+            self.bump(|stats| stats.connections -= 1);
+        }
+        for map in interested_maps {
+            let announce = self.interest.borrow_mut().remove_local(&map, conn);
+            if announce == Announce::Stop {
+                self.announce_interest(map, false).await;
+            }
+        }
+    }
+
+    /// Makes `conn` interested in `map`; the first local connection announces it to every
+    /// shard before the caller's next request can reach them.
+    pub async fn add_interest(&self, map: &Arc<str>, conn: ConnId) {
+        let announce = self.interest.borrow_mut().add_local(map, conn);
+        if announce == Announce::Start {
+            self.announce_interest(Arc::clone(map), true).await;
+        }
+    }
+
+    async fn announce_interest(&self, map: Arc<str>, interested: bool) {
+        for target in 0..self.shard_count() {
+            let hop = Hop::Interest { map: Arc::clone(&map), shard: self.shard, interested };
+            self.mesh.tell(ShardId(target as u16), hop).await;
+        }
+    }
+
+    /// Applies `ops` (all owned by this shard), then sends each state change to the shards with
+    /// interested connections. Runs on the owner shard.
+    async fn apply_local(&self, ops: Vec<ClientOp>, writer: ConnRef) -> Vec<OpOutcome> {
+        let now = wall_ms();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut events: Vec<ChangeEvent> = Vec::new();
+        {
+            let mut data = self.data.borrow_mut();
+            for op in ops {
+                debug_assert_eq!(self.owner_of(&op.key), self.shard, "ops are routed to their owner");
+                let (outcome, event) = data.apply(op, now);
+                outcomes.push(outcome);
+                events.extend(event);
+            }
+        }
+        let (mut applied, mut unchanged, mut rejected) = (0, 0, 0);
+        for outcome in &outcomes {
+            match outcome {
+                OpOutcome::Applied => applied += 1,
+                OpOutcome::Unchanged => unchanged += 1,
+                OpOutcome::Rejected { .. } => rejected += 1,
+            }
+        }
+        self.bump(|stats| {
+            stats.ops_applied += applied;
+            stats.ops_unchanged += unchanged;
+            stats.ops_rejected += rejected;
+        });
+        if !events.is_empty() {
+            self.fan_out(events, writer).await;
+        }
+        outcomes
+    }
+
+    /// Encodes each event once and sends every interested shard the frames it needs, in one hop.
+    async fn fan_out(&self, events: Vec<ChangeEvent>, writer: ConnRef) {
+        let mut per_shard: Vec<Vec<(Arc<str>, Bytes)>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
+        {
+            let interest = self.interest.borrow();
+            let mut buffer = self.encode_buffer.borrow_mut();
+            for event in events {
+                let targets = interest.shards(&event.map);
+                if targets.is_empty() {
+                    continue;
+                }
+                buffer.clear();
+                encode(&server_event_message(&event), &mut buffer);
+                let frame = Bytes::copy_from_slice(&buffer);
+                for target in targets {
+                    per_shard[target.index()].push((Arc::clone(&event.map), frame.clone()));
+                }
+            }
+        }
+        for (target, frames) in per_shard.into_iter().enumerate() {
+            if !frames.is_empty() {
+                self.mesh.tell(ShardId(target as u16), Hop::Deliver { frames, writer }).await;
+            }
+        }
+    }
+
+    /// Pushes frames to the local connections interested in each map, except the writer.
+    fn deliver(&self, frames: Vec<(Arc<str>, Bytes)>, writer: ConnRef) {
+        let interest = self.interest.borrow();
+        let conns = self.conns.borrow();
+        let mut delivered = 0;
+        let mut slow = 0;
+        for (map, frame) in frames {
+            for conn in interest.local_conns(&map) {
+                if writer.shard == self.shard && writer.conn == conn {
+                    continue;
+                }
+                if let Some(entry) = conns.get(&conn) {
+                    let was_open = entry.outbox.close_reason().is_none();
+                    if entry.outbox.push(frame.clone()) {
+                        delivered += 1;
+                    } else if was_open {
+                        slow += 1;
+                    }
+                }
+            }
+        }
+        drop((interest, conns));
+        self.bump(|stats| {
+            stats.events_delivered += delivered;
+            stats.slow_consumers_closed += slow;
+        });
+    }
+
+    /// Applies a connection's ops: split by owner, applied in parallel on every owner, outcomes
+    /// returned in the ops' original order.
+    pub async fn apply_batch(&self, ops: Vec<ClientOp>, writer: ConnRef) -> Vec<OpOutcome> {
+        let op_count = ops.len();
+        let shard_count = self.shard_count();
+        let mut parts: Vec<(Vec<usize>, Vec<ClientOp>)> = (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+        for (index, op) in ops.into_iter().enumerate() {
+            let owner = self.owner_of(&op.key).index();
+            parts[owner].0.push(index);
+            parts[owner].1.push(op);
+        }
+        let mut positions = Vec::new();
+        let mut calls = Vec::new();
+        for (shard, (indexes, part)) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            positions.push(indexes);
+            calls.push(self.mesh.call(ShardId(shard as u16), Hop::Apply { ops: part, writer }));
+        }
+        let replies = futures_util::future::join_all(calls).await;
+        let mut outcomes = vec![OpOutcome::Unchanged; op_count];
+        for (indexes, reply) in positions.into_iter().zip(replies) {
+            let HopReply::Applied(part_outcomes) = reply else { unreachable!("Apply is answered with Applied") };
+            assert_eq!(indexes.len(), part_outcomes.len(), "one outcome per op");
+            for (index, outcome) in indexes.into_iter().zip(part_outcomes) {
+                outcomes[index] = outcome;
+            }
+        }
+        outcomes
+    }
+
+    /// Gathers the live rows of `map` matching `query` from every shard.
+    pub async fn gather_rows(&self, map: Arc<str>, query: Arc<Query>, cursor: Arc<ResolvedCursor>) -> Vec<Row> {
+        let calls: Vec<_> = (0..self.shard_count())
+            .map(|shard| {
+                let hop = Hop::Snapshot { map: Arc::clone(&map), query: Arc::clone(&query), cursor: Arc::clone(&cursor) };
+                self.mesh.call(ShardId(shard as u16), hop)
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for reply in futures_util::future::join_all(calls).await {
+            let HopReply::Rows(part) = reply else { unreachable!("Snapshot is answered with Rows") };
+            rows.extend(part);
+        }
+        rows
+    }
+
+    /// This shard's counters, with the live gauges filled in.
+    pub fn stats(&self) -> ShardStats {
+        let mut stats = self.stats.get();
+        stats.records = self.data.borrow().record_count() as u64;
+        stats.mesh = self.mesh.stats().into();
+        stats
+    }
+
+    /// Every shard's counters added up.
+    pub async fn node_stats(&self) -> (ShardStats, Vec<ShardStats>) {
+        let calls: Vec<_> = (0..self.shard_count()).map(|shard| self.mesh.call(ShardId(shard as u16), Hop::Stats)).collect();
+        let mut total = ShardStats::default();
+        let mut per_shard = Vec::new();
+        for reply in futures_util::future::join_all(calls).await {
+            let HopReply::Stats(stats) = reply else { unreachable!("Stats is answered with Stats") };
+            total.add(&stats);
+            per_shard.push(stats);
+        }
+        (total, per_shard)
+    }
+}
+
+/// The `SERVER_EVENT` for one change (DECISIONS §3.1: removes carry the tombstone record).
+fn server_event_message(event: &ChangeEvent) -> ServerMessage {
+    let body = match &event.change {
+        Change::Put(record) | Change::Remove(record) => ServerEventBody::Lww(record.clone()),
+        Change::OrAdd(record) => ServerEventBody::OrAdd(record.clone()),
+        Change::OrRemove { tag } => ServerEventBody::OrRemove { tag: tag.clone() },
+    };
+    ServerMessage::ServerEvent(ServerEvent { map_name: event.map.to_string(), key: event.key.clone(), body })
+}
+
+impl MeshHandler<Hop, HopReply> for Node {
+    async fn handle(&self, _from: ShardId, request: Hop) -> Option<HopReply> {
+        match request {
+            Hop::Apply { ops, writer } => Some(HopReply::Applied(self.apply_local(ops, writer).await)),
+            Hop::Snapshot { map, query, cursor } => {
+                let mut rows = Vec::new();
+                self.data.borrow().snapshot(&map, &query, &cursor, wall_ms(), &mut rows);
+                Some(HopReply::Rows(rows))
+            }
+            Hop::Interest { map, shard, interested } => {
+                self.interest.borrow_mut().set_shard(&map, shard, interested);
+                None
+            }
+            Hop::Deliver { frames, writer } => {
+                self.deliver(frames, writer);
+                None
+            }
+            Hop::Stats => Some(HopReply::Stats(self.stats())),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! shardgrid::server: assembly and the network loop. Modules are built in a fixed order —
+//! config, shards (mesh joined), per-shard node, network last — and nothing listens until every
+//! shard is assembled. `PORT=<n>` goes to stdout once every shard listens; it is the only thing
+//! the server ever prints there.
+//!
+//! Per shard: an accept loop on the shared port (SO_REUSEPORT: the kernel spreads connections
+//! over shards), one task per connection (HTTP request head, then either a plain endpoint or a
+//! WebSocket session for the connection's whole life), and a sweeper closing connections past
+//! their auth or idle deadline.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::WebSocketStream;
+use futures_lite::future::FutureExt;
+use futures_lite::StreamExt;
+use futures_util::SinkExt;
+use glommio::net::{TcpListener, TcpStream};
+use shardgrid_shards::{run_shards, MeshBuilder, RuntimeConfig, ShardContext, ShardId, Shutdown};
+
+use crate::cli::Config;
+use crate::limits::{HTTP_HEAD_TIMEOUT_MS, PEER_QUEUE_DEPTH, RING_DEPTH_DEFAULT, SHUTDOWN_DRAIN_MS, TIMEOUT_SWEEP_INTERVAL_MS};
+use crate::net::http;
+use crate::net::outbox::{CloseReason, Outbox};
+use crate::node::{wall_ms, Hop, HopReply, Node};
+use crate::session::Session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{shard} cannot listen on {address}: {source}")]
+    Bind { shard: ShardId, address: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Runtime(#[from] shardgrid_shards::RuntimeError),
+    #[error("cannot install signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("the shards stopped before they all listened")]
+    StartupAborted,
+}
+
+/// What a shard tells the main thread during start-up.
+enum Startup {
+    Listening { port: u16 },
+    Failed(ServerError),
+}
+
+/// Starts every shard, prints `PORT=<n>` once all listen, and returns after a shutdown signal
+/// once connections have drained.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let shutdown = Shutdown::new();
+    // Signals are blocked before any other thread exists, so only the signal thread sees them.
+    shutdown.request_on_signals().map_err(ServerError::Signals)?;
+    let config = Arc::new(config);
+    let shard_count = config.cores.shard_count();
+    let runtime = RuntimeConfig { cores: config.cores.clone(), io_memory_bytes: config.io_memory_bytes, ring_depth: RING_DEPTH_DEFAULT };
+    let mesh_ends = MeshBuilder::new::<Hop, HopReply>(shard_count, PEER_QUEUE_DEPTH);
+    let chosen_port = Arc::new(AtomicU16::new(0));
+    let (startup_sender, startup_receiver) = mpsc::channel::<Startup>();
+
+    let runtime_thread = {
+        let shutdown = shutdown.clone();
+        let config = Arc::clone(&config);
+        std::thread::Builder::new()
+            .name("shards".into())
+            .spawn(move || {
+                run_shards(&runtime, &shutdown.clone(), mesh_ends, move |context: ShardContext, ends| {
+                    let config = Arc::clone(&config);
+                    let chosen_port = Arc::clone(&chosen_port);
+                    let startup = startup_sender.clone();
+                    async move {
+                        let mesh = ends.join().await;
+                        let node = Node::new(context.shard, config, mesh);
+                        serve_shard(node, context, chosen_port, startup).await;
+                    }
+                })
+            })
+            .expect("spawn the shards thread")
+    };
+
+    let mut listening = 0;
+    let mut port = 0;
+    let mut failure = None;
+    while listening < shard_count {
+        match startup_receiver.recv() {
+            Ok(Startup::Listening { port: shard_port }) => {
+                listening += 1;
+                port = shard_port;
+            }
+            Ok(Startup::Failed(error)) => {
+                failure = Some(error);
+                break;
+            }
+            Err(_) => {
+                failure = Some(ServerError::StartupAborted);
+                break;
+            }
+        }
+    }
+    if let Some(error) = failure {
+        shutdown.request();
+        let _ = runtime_thread.join();
+        return Err(error);
+    }
+    tracing::info!(port, shards = shard_count, "listening");
+    let mut stdout = std::io::stdout().lock();
+    // Tools read this line from stdout and stop reading after it.
+    let _ = writeln!(stdout, "PORT={port}");
+    let _ = stdout.flush();
+    drop(stdout);
+
+    match runtime_thread.join() {
+        Ok(result) => result.map_err(ServerError::from),
+        Err(_) => Err(ServerError::StartupAborted),
+    }
+}
+
+/// One shard's life: listen, accept until shutdown, drain.
+async fn serve_shard(node: Rc<Node>, context: ShardContext, chosen_port: Arc<AtomicU16>, startup: mpsc::Sender<Startup>) {
+    let config = Arc::clone(&node.config);
+    // The first shard binds the configured port (0 picks one); the others join the port it got.
+    let port = if context.shard == ShardId(0) {
+        config.port
+    } else {
+        loop {
+            let port = chosen_port.load(Ordering::Acquire);
+            if port != 0 {
+                break port;
+            }
+            if context.shutdown.is_requested() {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let address = SocketAddr::new(config.host, port);
+    let listener = match TcpListener::bind(address) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let source = std::io::Error::other(error.to_string());
+            let _ = startup.send(Startup::Failed(ServerError::Bind { shard: context.shard, address, source }));
+            return;
+        }
+    };
+    let bound_port = listener.local_addr().map(|address| address.port()).unwrap_or(port);
+    if context.shard == ShardId(0) {
+        chosen_port.store(bound_port, Ordering::Release);
+    }
+    let _ = startup.send(Startup::Listening { port: bound_port });
+    drop(startup);
+
+    let sweeper = {
+        let node = Rc::clone(&node);
+        glommio::spawn_local(async move {
+            // Endless by design: runs for the life of the shard.
+            loop {
+                glommio::timer::sleep(Duration::from_millis(TIMEOUT_SWEEP_INTERVAL_MS)).await;
+                node.sweep_deadlines(wall_ms());
+            }
+        })
+    };
+
+    // The accept loop is endless until shutdown.
+    loop {
+        let accepted = async { Some(listener.accept().await) }.or(async {
+            context.shutdown.wait().await;
+            None
+        });
+        match accepted.await {
+            None => break,
+            Some(Ok(stream)) => {
+                if node.conn_count() >= config.max_connections_per_shard {
+                    tracing::warn!(shard = %context.shard, "connection limit reached; refusing a connection");
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let node = Rc::clone(&node);
+                glommio::spawn_local(async move { handle_connection(node, stream).await }).detach();
+            }
+            Some(Err(error)) => {
+                // Out of descriptors or a connection reset before accept: keep serving.
+                tracing::warn!(shard = %context.shard, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    node.close_all(CloseReason::GoingAway);
+    let drain_started = wall_ms();
+    while node.conn_count() > 0 && wall_ms() < drain_started + SHUTDOWN_DRAIN_MS {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    drop(sweeper);
+    tracing::info!(shard = %context.shard, "stopped");
+}
+
+/// One accepted socket: an HTTP request head, then an endpoint or a WebSocket session.
+async fn handle_connection(node: Rc<Node>, mut stream: TcpStream) {
+    let head = http::read_head(&mut stream).or(async {
+        glommio::timer::sleep(Duration::from_millis(HTTP_HEAD_TIMEOUT_MS)).await;
+        Err(http::HttpError::Closed)
+    });
+    let mut head = match head.await {
+        Ok(head) => head,
+        Err(http::HttpError::Closed) | Err(http::HttpError::Io(_)) => return,
+        Err(error) => {
+            let _ = http::respond(&mut stream, 400, "text/plain", error.to_string().as_bytes()).await;
+            return;
+        }
+    };
+    let route = head.route().to_string();
+    if route == "/" || route == "/ws" {
+        if let Some(key) = head.websocket_key().map(str::to_string) {
+            if http::accept_websocket(&mut stream, &key).await.is_ok() {
+                serve_websocket(node, stream, std::mem::take(&mut head.rest)).await;
+            }
+            return;
+        }
+        if route == "/ws" {
+            let _ = http::respond(&mut stream, 426, "text/plain", b"WebSocket upgrade required").await;
+            return;
+        }
+    }
+    crate::endpoints::answer(&node, &mut stream, head).await;
+}
+
+fn websocket_config(node: &Node) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(node.config.max_frame_bytes))
+        .max_frame_size(Some(node.config.max_frame_bytes))
+}
+
+/// Runs one WebSocket connection: reads frames into the session in order, writes whatever the
+/// outbox holds between reads, and closes with the reason the session or the shard chose.
+async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8>) {
+    let mut socket = WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(websocket_config(&node))).await;
+    let outbox = Rc::new(Outbox::new(node.config.outbound_queue_bytes));
+    let mut session = Session::open(Rc::clone(&node), Rc::clone(&outbox));
+    let mut pending = Vec::new();
+    let close = loop {
+        if !outbox.is_empty() {
+            outbox.drain_into(&mut pending);
+            let write = async {
+                for frame in pending.drain(..) {
+                    socket.feed(Message::Binary(frame)).await?;
+                }
+                socket.flush().await?;
+                Ok::<bool, WsError>(true)
+            }
+            .or(async {
+                // A reader that stopped reading must not hold this task forever: a close request
+                // (slow consumer, idle, shutdown) abandons the write.
+                outbox.closing().await;
+                Ok(false)
+            });
+            match write.await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => break CloseReason::SocketError,
+            }
+        }
+        if let Some(reason) = outbox.close_reason() {
+            break reason;
+        }
+        let next = async { Some(socket.next().await) }.or(async {
+            outbox.ready().await;
+            None
+        });
+        match next.await {
+            None => continue,
+            Some(Some(Ok(Message::Binary(frame)))) => session.on_frame(&frame).await,
+            Some(Some(Ok(Message::Text(_)))) => session.on_text_frame(),
+            Some(Some(Ok(Message::Close(_)))) => {
+                // tungstenite queues the echo of the client's close frame; flush sends it.
+                let _ = socket.flush().await;
+                break CloseReason::ClientClosed;
+            }
+            Some(Some(Ok(_))) => {} // WebSocket ping/pong: tungstenite answers pings itself.
+            Some(Some(Err(WsError::Capacity(_)))) => outbox.request_close(CloseReason::MessageTooBig),
+            Some(Some(Err(_))) | Some(None) => break CloseReason::SocketError,
+        }
+    };
+    if !matches!(close, CloseReason::ClientClosed | CloseReason::SocketError) {
+        let frame = CloseFrame { code: CloseCode::from(close.code()), reason: close.text().into() };
+        let closing = async {
+            let _ = socket.close(Some(frame)).await;
+        }
+        .or(async {
+            glommio::timer::sleep(Duration::from_millis(1_000)).await;
+        });
+        closing.await;
+    }
+    session.close().await;
+}

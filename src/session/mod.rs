@@ -1,0 +1,194 @@
+//! shardgrid::session: one WebSocket connection's protocol state and message handling. A
+//! `Session` lives on the connection's shard, inside the connection task; it decodes each
+//! frame, enforces the handshake (nothing but AUTH and PING is executed before authentication,
+//! and nothing but handshake replies is ever sent before it), and dispatches through the
+//! registry to the handler families in the submodules. Messages take effect one at a time in
+//! the order they arrived (DECISIONS §2.2).
+
+mod handshake;
+mod queries;
+pub mod registry;
+mod writes;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ahash::{AHashMap, AHashSet};
+
+use crate::auth::Principal;
+use crate::net::outbox::{CloseReason, Outbox};
+use crate::node::{wall_ms, Node};
+use crate::protocol::{decode_client_message, encode, unpack_batch, ClientMessage, DecodeLimits, ServerMessage};
+use crate::shard::{ConnId, ConnRef};
+use registry::Family;
+
+/// Where the handshake stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AuthState {
+    Pending,
+    Authenticated(Principal),
+}
+
+/// A live query registered by this connection (its live updates come with the live-query
+/// engine; today it records what the connection asked for).
+struct QuerySubscription {
+    map: Arc<str>,
+}
+
+/// See the module doc.
+pub struct Session {
+    node: Rc<Node>,
+    conn: ConnId,
+    outbox: Rc<Outbox>,
+    auth: AuthState,
+    /// Maps this connection is interested in (DECISIONS §3.1); withdrawn on close.
+    interested: AHashSet<Arc<str>>,
+    queries: AHashMap<String, QuerySubscription>,
+    limits: DecodeLimits,
+    /// Scratch buffer for encoding replies; its capacity is kept between messages.
+    encode_buffer: Vec<u8>,
+}
+
+impl Session {
+    /// Registers the connection on its shard and sends what the handshake sends first.
+    pub fn open(node: Rc<Node>, outbox: Rc<Outbox>) -> Session {
+        let now = wall_ms();
+        let jwt_mode = node.verifier().is_some();
+        let (deadline_ms, reason) = if jwt_mode {
+            (now + node.config.auth_timeout_ms, CloseReason::AuthenticationTimeout)
+        } else {
+            (now + node.config.idle_timeout_ms, CloseReason::IdleTimeout)
+        };
+        let conn = node.open_conn(Rc::clone(&outbox), deadline_ms);
+        node.set_deadline(conn, deadline_ms, reason);
+        let limits = DecodeLimits { max_depth: node.config.max_nesting_depth };
+        let mut session = Session {
+            node,
+            conn,
+            outbox,
+            auth: if jwt_mode { AuthState::Pending } else { AuthState::Authenticated(Principal::anonymous()) },
+            interested: AHashSet::new(),
+            queries: AHashMap::new(),
+            limits,
+            encode_buffer: Vec::with_capacity(1024),
+        };
+        if jwt_mode {
+            // PROTOCOL §3.1: sent immediately, before reading anything.
+            session.send(&ServerMessage::AuthRequired);
+        }
+        session
+    }
+
+    fn conn_ref(&self) -> ConnRef {
+        ConnRef { shard: self.node.shard, conn: self.conn }
+    }
+
+    fn is_authenticated(&self) -> bool {
+        matches!(self.auth, AuthState::Authenticated(_))
+    }
+
+    /// Encodes and queues one message.
+    fn send(&mut self, message: &ServerMessage) {
+        self.encode_buffer.clear();
+        encode(message, &mut self.encode_buffer);
+        self.outbox.push(bytes::Bytes::copy_from_slice(&self.encode_buffer));
+    }
+
+    /// Queues `ERROR {code, message}` — only ever to an authenticated connection.
+    fn send_error(&mut self, code: u16, message: String) {
+        if !self.is_authenticated() {
+            return;
+        }
+        self.node.bump(|stats| stats.errors_sent += 1);
+        self.send(&ServerMessage::Error { code, message, details: None });
+    }
+
+    /// A text frame is not a protocol message (PROTOCOL §1.1: binary frames only).
+    pub fn on_text_frame(&mut self) {
+        self.send_error(400, "malformed message: text frames are not supported; send msgpack in binary frames".into());
+    }
+
+    /// Handles one binary frame.
+    pub async fn on_frame(&mut self, frame: &[u8]) {
+        self.node.bump(|stats| stats.messages_received += 1);
+        match decode_client_message(frame, &self.limits) {
+            Ok(message) => self.dispatch(message, true).await,
+            Err(error) => {
+                let (code, message) = error.error_reply();
+                self.send_error(code, message);
+            }
+        }
+    }
+
+    /// Runs one decoded message through the handshake gate and the registry. Boxed because an
+    /// inbound `BATCH` dispatches its inner messages through here again (one level only).
+    fn dispatch(&mut self, message: ClientMessage, allow_envelope: bool) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(async move {
+            let message_type = message.message_type();
+            let family = registry::family(message_type);
+            if !self.is_authenticated() && !matches!(family, Family::Handshake | Family::Liveness) {
+                return; // DECISIONS §5: ignored before auth, no reply.
+            }
+            match family {
+                Family::Handshake => self.on_handshake(message),
+                Family::Liveness => self.on_ping(message),
+                Family::Writes => self.on_write(message).await,
+                Family::Queries => self.on_query(message).await,
+                Family::Envelope if allow_envelope => self.on_batch_envelope(message).await,
+                Family::Envelope => self.send_error(400, "malformed message: BATCH inside BATCH".into()),
+                Family::Ignored => {}
+                Family::SqlDisabled => self.on_sql(message),
+                Family::NotImplemented => {
+                    self.send_error(501, format!("not implemented: {}", message_type.as_str()));
+                }
+            }
+        })
+    }
+
+    /// PROTOCOL §4.13: the inner messages are processed in order, as if sent one by one.
+    async fn on_batch_envelope(&mut self, message: ClientMessage) {
+        let ClientMessage::Batch { data, .. } = message else { unreachable!("registry routes BATCH here") };
+        let frames = match unpack_batch(&data) {
+            Ok(frames) => frames,
+            Err(error) => {
+                let (code, text) = error.error_reply();
+                return self.send_error(code, text);
+            }
+        };
+        for frame in frames {
+            match decode_client_message(frame, &self.limits) {
+                Ok(inner) => self.dispatch(inner, false).await,
+                Err(error) => {
+                    let (code, text) = error.error_reply();
+                    self.send_error(code, text);
+                }
+            }
+        }
+    }
+
+    fn on_sql(&mut self, message: ClientMessage) {
+        let ClientMessage::SqlQuery { query_id, .. } = message else { unreachable!("registry routes SQL_QUERY here") };
+        self.send(&ServerMessage::SqlQueryResp {
+            query_id,
+            columns: Vec::new(),
+            rows: Vec::new(),
+            error: Some("SQL queries are not supported by this server".into()),
+            code: Some("FEATURE_DISABLED".into()),
+        });
+    }
+
+    /// Makes this connection interested in `map` (DECISIONS §3.1).
+    async fn add_interest(&mut self, map: &Arc<str>) {
+        if self.interested.insert(Arc::clone(map)) {
+            self.node.add_interest(map, self.conn).await;
+        }
+    }
+
+    /// Unregisters the connection and withdraws its interest on every shard.
+    pub async fn close(self) {
+        let maps: Vec<Arc<str>> = self.interested.into_iter().collect();
+        self.node.close_conn(self.conn, maps).await;
+    }
+}

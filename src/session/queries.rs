@@ -1,0 +1,84 @@
+//! The query family: `QUERY_SUB` answers with the matching entries gathered from every shard
+//! (`QUERY_RESP`), `QUERY_UNSUB` forgets the subscription (PROTOCOL §4.5, §6.8, §6.9).
+
+use std::sync::Arc;
+
+use super::{QuerySubscription, Session};
+use crate::limits::{MAP_NAME_BYTES_MAX, SUBSCRIPTIONS_PER_CONNECTION_MAX};
+use crate::node::wall_ms;
+use crate::protocol::{ClientMessage, CursorStatus, QueryResp, ServerMessage};
+use crate::query::{self, Query};
+
+fn wire_cursor_status(status: query::CursorStatus) -> CursorStatus {
+    match status {
+        query::CursorStatus::None => CursorStatus::None,
+        query::CursorStatus::Valid => CursorStatus::Valid,
+        query::CursorStatus::Expired => CursorStatus::Expired,
+        query::CursorStatus::Invalid => CursorStatus::Invalid,
+    }
+}
+
+fn encode_value(value: &rmpv::Value) -> bytes::Bytes {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).expect("writing to a Vec cannot fail");
+    bytes::Bytes::from(out)
+}
+
+impl Session {
+    pub(super) async fn on_query(&mut self, message: ClientMessage) {
+        match message {
+            ClientMessage::QuerySub { query_id, map_name, query, fields } => {
+                self.on_query_sub(query_id, map_name, query, fields).await
+            }
+            ClientMessage::QueryUnsub { query_id } => {
+                if self.queries.remove(&query_id).is_none() {
+                    self.send_error(404, format!("unknown query subscription: {query_id}"));
+                }
+            }
+            _ => unreachable!("registry routes only QUERY_SUB and QUERY_UNSUB here"),
+        }
+    }
+
+    async fn on_query_sub(&mut self, query_id: String, map_name: String, query: rmpv::Value, fields: Option<Vec<String>>) {
+        if map_name.is_empty() || map_name.len() > MAP_NAME_BYTES_MAX {
+            return self.send_error(400, format!("malformed message: QUERY_SUB.payload.mapName must be 1 to {MAP_NAME_BYTES_MAX} bytes"));
+        }
+        let query = match Query::from_value(&query) {
+            Ok(query) => Arc::new(query),
+            Err(error) => return self.send_error(400, format!("invalid query: {error}")),
+        };
+        // Re-using a queryId replaces the subscription (the client re-sends every QUERY_SUB
+        // after a reconnect), so only new ids count toward the bound.
+        if !self.queries.contains_key(&query_id) && self.queries.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
+            return self.send_error(429, format!("too many subscriptions on this connection (max {SUBSCRIPTIONS_PER_CONNECTION_MAX})"));
+        }
+        let map: Arc<str> = Arc::from(map_name.as_str());
+        self.add_interest(&map).await;
+        let now = wall_ms();
+        let cursor = Arc::new(query.resolve_cursor(now));
+        let rows = self.node.gather_rows(Arc::clone(&map), Arc::clone(&query), Arc::clone(&cursor)).await;
+        let page = query.select_resolved(rows, &cursor, now);
+        let results = page
+            .rows
+            .iter()
+            .map(|(key, value)| {
+                let value = match &fields {
+                    Some(fields) => encode_value(&query::project(value, fields)),
+                    None => encode_value(value),
+                };
+                (key.clone(), value)
+            })
+            .collect();
+        self.queries.insert(query_id.clone(), QuerySubscription { map });
+        self.send(&ServerMessage::QueryResp(QueryResp {
+            query_id,
+            results,
+            next_cursor: page.next_cursor,
+            has_more: Some(page.has_more),
+            cursor_status: Some(wire_cursor_status(page.cursor_status)),
+            merkle_root_hash: None,
+            error: None,
+            code: None,
+        }));
+    }
+}

@@ -1,0 +1,93 @@
+//! The write family: `CLIENT_OP` and `OP_BATCH` (PROTOCOL §4.2, DECISIONS §1, §2, §4.6).
+//! Ops are routed to the owner shard of each key's partition, applied there in parallel, and
+//! acknowledged once with one `OP_ACK`; refused ops get an `OP_REJECTED` first.
+
+use std::sync::Arc;
+
+use super::Session;
+use crate::limits::{KEY_BYTES_MAX, MAP_NAME_BYTES_MAX, OPS_PER_BATCH_MAX};
+use crate::model::WriteConcern;
+use crate::protocol::{ClientMessage, ClientOp, OpResult, ServerMessage};
+use crate::shard::OpOutcome;
+
+/// The level every applied write reaches with the memory backend. `PERSISTED` is never
+/// claimed (DECISIONS §4.6).
+const ACHIEVED_LEVEL: WriteConcern = WriteConcern::Applied;
+
+/// Why an op is refused before it is routed, if it is.
+fn check_op(op: &ClientOp) -> Result<(), String> {
+    if op.map_name.is_empty() || op.map_name.len() > MAP_NAME_BYTES_MAX {
+        return Err(format!("map name must be 1 to {MAP_NAME_BYTES_MAX} bytes"));
+    }
+    if op.key.len() > KEY_BYTES_MAX {
+        return Err(format!("key longer than {KEY_BYTES_MAX} bytes"));
+    }
+    Ok(())
+}
+
+impl Session {
+    pub(super) async fn on_write(&mut self, message: ClientMessage) {
+        let (ops, batch_concern) = match message {
+            ClientMessage::ClientOp(op) => (vec![op], None),
+            ClientMessage::OpBatch { ops, write_concern, .. } => (ops, write_concern),
+            _ => unreachable!("registry routes only CLIENT_OP and OP_BATCH here"),
+        };
+        if ops.len() > OPS_PER_BATCH_MAX {
+            return self.send_error(413, format!("batch exceeds maximum op count ({OPS_PER_BATCH_MAX})"));
+        }
+        // The ack names the batch's last op (PROTOCOL §4.2); "unknown" when it has no id.
+        let last_id = ops.last().and_then(|op| op.id.clone()).unwrap_or_else(|| "unknown".to_string());
+        let receipts: Vec<(Option<String>, Option<WriteConcern>)> =
+            ops.iter().map(|op| (op.id.clone(), op.write_concern.or(batch_concern))).collect();
+
+        let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
+        let mut routed = Vec::with_capacity(ops.len());
+        let mut routed_positions = Vec::with_capacity(ops.len());
+        for (position, op) in ops.into_iter().enumerate() {
+            match check_op(&op) {
+                Ok(()) => {
+                    routed_positions.push(position);
+                    routed.push(op);
+                }
+                Err(reason) => outcomes[position] = Some(OpOutcome::Rejected { reason, code: 400 }),
+            }
+        }
+        // A write makes the writer interested in its maps (DECISIONS §3.1); the announcement
+        // reaches every shard before the ops do.
+        let mut maps: Vec<Arc<str>> = Vec::new();
+        for op in &routed {
+            if !maps.iter().any(|map| **map == *op.map_name) {
+                maps.push(Arc::from(op.map_name.as_str()));
+            }
+        }
+        for map in &maps {
+            self.add_interest(map).await;
+        }
+        if !routed.is_empty() {
+            let applied = self.node.apply_batch(routed, self.conn_ref()).await;
+            for (position, outcome) in routed_positions.into_iter().zip(applied) {
+                outcomes[position] = Some(outcome);
+            }
+        }
+
+        let mut results = Vec::new();
+        for ((op_id, concern), outcome) in receipts.into_iter().zip(outcomes) {
+            let outcome = outcome.expect("every op has an outcome");
+            let op_id_text = op_id.clone().unwrap_or_else(|| "unknown".to_string());
+            match &outcome {
+                OpOutcome::Rejected { reason, code } => {
+                    self.send(&ServerMessage::OpRejected { op_id: op_id_text.clone(), reason: reason.clone(), code: Some(*code) });
+                    if concern.is_some() {
+                        results.push(OpResult { op_id: op_id_text, success: false, achieved_level: ACHIEVED_LEVEL, error: Some(reason.clone()) });
+                    }
+                }
+                OpOutcome::Applied | OpOutcome::Unchanged => {
+                    if concern.is_some() {
+                        results.push(OpResult { op_id: op_id_text, success: true, achieved_level: ACHIEVED_LEVEL, error: None });
+                    }
+                }
+            }
+        }
+        self.send(&ServerMessage::OpAck { last_id, achieved_level: Some(ACHIEVED_LEVEL), results });
+    }
+}

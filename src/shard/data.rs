@@ -1,0 +1,179 @@
+//! The data a shard owns: for each map, the records of the keys in this shard's partitions,
+//! and the shard's hybrid logical clock. Lives on the partition's owner shard.
+//!
+//! Sans-IO: ops and the wall-clock time come in, outcomes and change events go out. It never
+//! talks to connections or other shards; `node` does that with what this returns.
+
+use ahash::AHashMap;
+use std::sync::Arc;
+
+use crate::crdt::{LwwMap, LwwMerge, OrChange, OrMap};
+use crate::hlc::Hlc;
+use crate::limits::{CLOCK_DRIFT_MS_MAX, QUERY_SNAPSHOT_ROWS_MAX};
+use crate::model::{LwwRecord, OrRecord, Timestamp};
+use crate::protocol::{ClientOp, OpKind};
+use crate::query::{Query, ResolvedCursor};
+
+/// What happened to one op on its owner shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// The op changed state.
+    Applied,
+    /// The op was valid but changed nothing (a re-sent or older write; DECISIONS §2.1).
+    Unchanged,
+    /// The op was refused; the rest of its batch still applies (DECISIONS §1.8).
+    Rejected { reason: String, code: u16 },
+}
+
+/// A state change to announce to interested connections as a `SERVER_EVENT`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeEvent {
+    pub map: Arc<str>,
+    pub key: String,
+    pub change: Change,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Put(LwwRecord),
+    /// Carries the tombstone record (DECISIONS §3.1).
+    Remove(LwwRecord),
+    OrAdd(OrRecord),
+    OrRemove { tag: String },
+}
+
+/// One row of a query snapshot: a live record's key and decoded value.
+pub type Row = (String, rmpv::Value);
+
+/// Per-shard map data and clock. See the module doc.
+pub struct ShardData {
+    hlc: Hlc,
+    lww: AHashMap<Arc<str>, LwwMap>,
+    or: AHashMap<Arc<str>, OrMap>,
+}
+
+impl ShardData {
+    pub fn new(node_id: &str) -> ShardData {
+        ShardData { hlc: Hlc::new(node_id), lww: AHashMap::new(), or: AHashMap::new() }
+    }
+
+    /// The shard clock's `now`, for server-side timestamps.
+    pub fn now(&mut self, wall_ms: u64) -> Timestamp {
+        self.hlc.now(wall_ms)
+    }
+
+    fn map_name(&self, name: &str) -> Arc<str> {
+        // Reuse the interned name when the map exists, so events share one allocation.
+        if let Some((existing, _)) = self.lww.get_key_value(name) {
+            return Arc::clone(existing);
+        }
+        if let Some((existing, _)) = self.or.get_key_value(name) {
+            return Arc::clone(existing);
+        }
+        Arc::from(name)
+    }
+
+    /// A timestamp too far ahead of the wall clock is refused before it can touch the clock.
+    fn admit(&mut self, timestamp: &Timestamp, wall_ms: u64) -> Result<(), OpOutcome> {
+        if timestamp.millis > wall_ms.saturating_add(CLOCK_DRIFT_MS_MAX) {
+            return Err(OpOutcome::Rejected { reason: "timestamp too far in the future".into(), code: 400 });
+        }
+        // Drift was checked above with the same bound, so the update cannot fail.
+        let _ = self.hlc.update(timestamp, wall_ms);
+        Ok(())
+    }
+
+    /// Applies one op to this shard's data. The caller routed it here: the op's key belongs to
+    /// one of this shard's partitions.
+    pub fn apply(&mut self, op: ClientOp, wall_ms: u64) -> (OpOutcome, Option<ChangeEvent>) {
+        let ClientOp { map_name, key, kind, .. } = op;
+        match kind {
+            OpKind::Put(record) | OpKind::Remove { record: Some(record) } => {
+                if let Err(rejected) = self.admit(&record.timestamp, wall_ms) {
+                    return (rejected, None);
+                }
+                self.merge_lww(&map_name, key, record)
+            }
+            OpKind::Remove { record: None } => {
+                let record = LwwRecord { value: None, timestamp: self.hlc.now(wall_ms), ttl_ms: None };
+                self.merge_lww(&map_name, key, record)
+            }
+            OpKind::OrAdd(record) => {
+                if let Err(rejected) = self.admit(&record.timestamp, wall_ms) {
+                    return (rejected, None);
+                }
+                let map = self.map_name(&map_name);
+                let or_map = self.or.entry(Arc::clone(&map)).or_default();
+                match or_map.add(&key, record.clone()) {
+                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrAdd(record) })),
+                    OrChange::Unchanged => (OpOutcome::Unchanged, None),
+                }
+            }
+            OpKind::OrRemove { tag } => {
+                let map = self.map_name(&map_name);
+                let or_map = self.or.entry(Arc::clone(&map)).or_default();
+                match or_map.remove(&key, &tag) {
+                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrRemove { tag } })),
+                    OrChange::Unchanged => (OpOutcome::Unchanged, None),
+                }
+            }
+            OpKind::Noop => (OpOutcome::Unchanged, None),
+        }
+    }
+
+    fn merge_lww(&mut self, map_name: &str, key: String, record: LwwRecord) -> (OpOutcome, Option<ChangeEvent>) {
+        let map = self.map_name(map_name);
+        let lww = self.lww.entry(Arc::clone(&map)).or_default();
+        match lww.merge(&key, record.clone()) {
+            LwwMerge::Applied { .. } => {
+                let change = if record.is_tombstone() { Change::Remove(record) } else { Change::Put(record) };
+                (OpOutcome::Applied, Some(ChangeEvent { map, key, change }))
+            }
+            LwwMerge::Unchanged => (OpOutcome::Unchanged, None),
+        }
+    }
+
+    /// Appends to `rows` the best rows of LWW map `map` for `query`: live records that match,
+    /// lie after `cursor`, at most one more than the query's page size. The union of every
+    /// shard's rows therefore holds the node-wide page and tells whether more follow.
+    pub fn snapshot(&self, map: &str, query: &Query, cursor: &ResolvedCursor, now_ms: u64, rows: &mut Vec<Row>) {
+        let Some(lww) = self.lww.get(map) else { return };
+        let keep = query.page_size().min(QUERY_SNAPSHOT_ROWS_MAX) + 1;
+        let mut found: Vec<Row> = Vec::new();
+        for (key, record) in lww.iter() {
+            let Some(bytes) = record.value.as_ref().filter(|_| !record.is_expired(now_ms)) else { continue };
+            // Values were decoded once on the way in, so this cannot fail; skip defensively.
+            let Ok(value) = rmpv::decode::read_value(&mut &bytes[..]) else { continue };
+            if query.matches(&value) && query.is_after_cursor(cursor, key, &value) {
+                found.push((key.to_string(), value));
+                // Keep the buffer near the page size while scanning a large map.
+                if found.len() >= keep * 2 {
+                    keep_best(query, &mut found, keep);
+                }
+            }
+        }
+        keep_best(query, &mut found, keep);
+        rows.append(&mut found);
+    }
+
+    pub fn lww_map(&self, map: &str) -> Option<&LwwMap> {
+        self.lww.get(map)
+    }
+
+    pub fn or_map(&self, map: &str) -> Option<&OrMap> {
+        self.or.get(map)
+    }
+
+    /// Live keys over all maps, for statistics.
+    pub fn record_count(&self) -> usize {
+        self.lww.values().map(LwwMap::len).sum()
+    }
+}
+
+/// Keeps the `keep` best rows in query order (in no particular order).
+fn keep_best(query: &Query, rows: &mut Vec<Row>, keep: usize) {
+    if rows.len() > keep {
+        rows.select_nth_unstable_by(keep - 1, |a, b| query.compare((&a.0, &a.1), (&b.0, &b.1)));
+        rows.truncate(keep);
+    }
+}

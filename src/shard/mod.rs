@@ -1,0 +1,9 @@
+//! shardgrid::shard: what one shard does, without IO. `data` holds the records a shard owns and
+//! applies ops to them; `interest` tracks which connections and shards want which maps' events.
+//! The glommio tasks that drive these live in `node`.
+
+pub mod data;
+pub mod interest;
+
+pub use data::{Change, ChangeEvent, OpOutcome, Row, ShardData};
+pub use interest::{ConnId, ConnRef, Interest};

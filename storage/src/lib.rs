@@ -1,0 +1,1 @@
+//! shardgrid-storage
