@@ -7,3 +7,6 @@ pub mod interest;
 
 pub use data::{Change, ChangeEvent, OpOutcome, Row, ShardData};
 pub use interest::{ConnId, ConnRef, Interest};
+
+#[cfg(test)]
+mod simulation;
