@@ -42,7 +42,7 @@ pub async fn answer(node: &Node, stream: &mut TcpStream, head: RequestHead) {
 /// Prometheus text exposition of every shard's counters, labelled by shard.
 pub fn render_metrics(per_shard: &[ShardStats]) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&ShardStats) -> u64); 12] = [
+    let families: [(&str, &str, &str, fn(&ShardStats) -> u64); 14] = [
         ("shardgrid_connections", "gauge", "Open WebSocket connections.", |s| s.connections),
         ("shardgrid_connections_accepted_total", "counter", "WebSocket connections accepted.", |s| s.connections_accepted),
         ("shardgrid_messages_received_total", "counter", "Client messages received.", |s| s.messages_received),
@@ -50,6 +50,8 @@ pub fn render_metrics(per_shard: &[ShardStats]) -> String {
         ("shardgrid_ops_unchanged_total", "counter", "Write ops that changed nothing (re-sent or older).", |s| s.ops_unchanged),
         ("shardgrid_ops_rejected_total", "counter", "Write ops refused.", |s| s.ops_rejected),
         ("shardgrid_events_delivered_total", "counter", "SERVER_EVENT frames queued to connections.", |s| s.events_delivered),
+        ("shardgrid_query_updates_sent_total", "counter", "QUERY_UPDATE frames queued to connections.", |s| s.query_updates_sent),
+        ("shardgrid_live_queries", "gauge", "Live queries of this shard's connections.", |s| s.live_queries),
         ("shardgrid_slow_consumers_closed_total", "counter", "Connections closed as slow consumers.", |s| s.slow_consumers_closed),
         ("shardgrid_errors_sent_total", "counter", "ERROR replies sent.", |s| s.errors_sent),
         ("shardgrid_records", "gauge", "LWW records (tombstones included) held.", |s| s.records),

@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod hash;
 pub mod hlc;
 pub mod limits;
+pub mod live;
 pub mod model;
 pub mod net;
 pub mod node;

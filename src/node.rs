@@ -7,7 +7,7 @@
 //! `RefCell`s are never borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,8 +20,11 @@ use crate::auth::TokenVerifier;
 use crate::cli::{AuthMode, Config};
 use crate::hash::partition_of;
 use crate::net::outbox::{CloseReason, Outbox};
-use crate::protocol::{encode, ClientOp, ServerEvent, ServerEventBody, ServerMessage};
-use crate::query::{Query, ResolvedCursor};
+use crate::live::index::SubscriptionIndex;
+use crate::live::window::LiveQuery;
+use crate::live::{evaluate_event, QueryUpdate, SubChange, SubKey};
+use crate::protocol::{encode, ChangeType, ClientOp, ServerEvent, ServerEventBody, ServerMessage};
+use crate::query::{project, Page, Query, ResolvedCursor};
 use crate::shard::interest::Announce;
 use crate::shard::{Change, ChangeEvent, ConnId, ConnRef, Interest, OpOutcome, Row, ShardData};
 
@@ -30,20 +33,24 @@ pub enum Hop {
     /// Apply these ops, all owned by the receiving shard, in order. Replies `Applied`.
     Apply { ops: Vec<ClientOp>, writer: ConnRef },
     /// Gather the live rows of `map` matching `query` after `cursor`, at most one more than
-    /// the query's page size, best first. Replies `Rows`.
-    Snapshot { map: Arc<str>, query: Arc<Query>, cursor: Arc<ResolvedCursor> },
+    /// the query's page size; with `register`, also register that live subscription, in the
+    /// same step so no write falls between the two. Replies `Rows`.
+    Snapshot { register: Option<SubKey>, map: Arc<str>, query: Arc<Query>, cursor: Arc<ResolvedCursor> },
+    /// Forget these live subscriptions. No reply.
+    Unsubscribe { subs: Vec<SubKey> },
     /// `shard` has (or no longer has) connections interested in `map`. No reply.
     Interest { map: Arc<str>, shard: ShardId, interested: bool },
     /// Deliver these encoded `SERVER_EVENT` frames to local connections interested in each map,
-    /// except the writer. No reply.
-    Deliver { frames: Vec<(Arc<str>, Bytes)>, writer: ConnRef },
+    /// except the writer, and these live-query changes to local subscriptions. No reply.
+    Deliver { frames: Vec<(Arc<str>, Bytes)>, writer: ConnRef, changes: Vec<SubChange> },
     /// Report this shard's counters. Replies `Stats`.
     Stats,
 }
 
 pub enum HopReply {
     Applied(Vec<OpOutcome>),
-    Rows(Vec<Row>),
+    /// Snapshot rows and the owner's write sequence when it took them.
+    Rows { rows: Vec<Row>, seq: u64 },
     Stats(ShardStats),
 }
 
@@ -60,6 +67,8 @@ pub struct ShardStats {
     pub ops_unchanged: u64,
     pub ops_rejected: u64,
     pub events_delivered: u64,
+    pub query_updates_sent: u64,
+    pub live_queries: u64,
     pub slow_consumers_closed: u64,
     pub errors_sent: u64,
     pub records: u64,
@@ -89,6 +98,8 @@ impl ShardStats {
         self.ops_unchanged += other.ops_unchanged;
         self.ops_rejected += other.ops_rejected;
         self.events_delivered += other.events_delivered;
+        self.query_updates_sent += other.query_updates_sent;
+        self.live_queries += other.live_queries;
         self.slow_consumers_closed += other.slow_consumers_closed;
         self.errors_sent += other.errors_sent;
         self.records += other.records;
@@ -121,6 +132,26 @@ pub struct Node {
     encode_buffer: RefCell<Vec<u8>>,
     /// `None` in `--no-auth` mode.
     verifier: Option<TokenVerifier>,
+    /// Owner side of live queries: every subscription on the node, for this shard's writes.
+    index: RefCell<SubscriptionIndex>,
+    /// Subscriber side: this shard's connections' live queries, by local number.
+    live: RefCell<AHashMap<u64, LiveEntry>>,
+    next_sub: Cell<u64>,
+    /// Counts this shard's applied batches; stamps live-query changes and snapshots.
+    write_seq: Cell<u64>,
+    /// This node itself, for spawning refills from `&self`.
+    me: Weak<Node>,
+}
+
+/// A connection's live query on the connection's shard.
+struct LiveEntry {
+    conn: ConnId,
+    query_id: String,
+    fields: Option<Vec<String>>,
+    map: Arc<str>,
+    query: Arc<Query>,
+    cursor: Arc<ResolvedCursor>,
+    live: LiveQuery,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -135,7 +166,12 @@ impl Node {
             AuthMode::NoAuth => None,
         };
         let table = PartitionTable::new(crate::hash::PARTITION_COUNT, config.cores.shard_count());
-        let node = Rc::new(Node {
+        let node = Rc::new_cyclic(|me| Node {
+            me: me.clone(),
+            index: RefCell::new(SubscriptionIndex::default()),
+            live: RefCell::new(AHashMap::new()),
+            next_sub: Cell::new(1),
+            write_seq: Cell::new(0),
             shard,
             table,
             started: Instant::now(),
@@ -274,15 +310,28 @@ impl Node {
             stats.ops_unchanged += unchanged;
             stats.ops_rejected += rejected;
         });
+        let seq = self.write_seq.get() + 1;
+        self.write_seq.set(seq);
         if !events.is_empty() {
-            self.fan_out(events, writer).await;
+            self.fan_out(events, writer, seq, now).await;
         }
         outcomes
     }
 
     /// Encodes each event once and sends every interested shard the frames it needs, in one hop.
-    async fn fan_out(&self, events: Vec<ChangeEvent>, writer: ConnRef) {
+    async fn fan_out(&self, events: Vec<ChangeEvent>, writer: ConnRef, seq: u64, now_ms: u64) {
         let mut per_shard: Vec<Vec<(Arc<str>, Bytes)>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
+        let mut changes_per_shard: Vec<Vec<SubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
+        {
+            let index = self.index.borrow();
+            let mut live_changes = Vec::new();
+            for event in &events {
+                evaluate_event(&index, event, now_ms, &mut live_changes);
+            }
+            for (sub, change) in live_changes {
+                changes_per_shard[sub.shard.index()].push(SubChange { sub, seq, owner: self.shard, change });
+            }
+        }
         {
             let interest = self.interest.borrow();
             let mut buffer = self.encode_buffer.borrow_mut();
@@ -299,9 +348,9 @@ impl Node {
                 }
             }
         }
-        for (target, frames) in per_shard.into_iter().enumerate() {
-            if !frames.is_empty() {
-                self.mesh.tell(ShardId(target as u16), Hop::Deliver { frames, writer }).await;
+        for (target, (frames, changes)) in per_shard.into_iter().zip(changes_per_shard).enumerate() {
+            if !frames.is_empty() || !changes.is_empty() {
+                self.mesh.tell(ShardId(target as u16), Hop::Deliver { frames, writer, changes }).await;
             }
         }
     }
@@ -366,26 +415,177 @@ impl Node {
         outcomes
     }
 
-    /// Gathers the live rows of `map` matching `query` from every shard.
-    pub async fn gather_rows(&self, map: Arc<str>, query: Arc<Query>, cursor: Arc<ResolvedCursor>) -> Vec<Row> {
+    /// Gathers the best rows of `map` for `query` from every shard, registering the live
+    /// subscription `register` on each at the same time. Returns the rows and each shard's
+    /// write sequence at its snapshot.
+    async fn gather(&self, register: Option<SubKey>, map: &Arc<str>, query: &Arc<Query>, cursor: &Arc<ResolvedCursor>) -> (Vec<Row>, Vec<u64>) {
         let calls: Vec<_> = (0..self.shard_count())
             .map(|shard| {
-                let hop = Hop::Snapshot { map: Arc::clone(&map), query: Arc::clone(&query), cursor: Arc::clone(&cursor) };
+                let hop = Hop::Snapshot { register, map: Arc::clone(map), query: Arc::clone(query), cursor: Arc::clone(cursor) };
                 self.mesh.call(ShardId(shard as u16), hop)
             })
             .collect();
         let mut rows = Vec::new();
+        let mut seqs = Vec::with_capacity(self.shard_count());
         for reply in futures_util::future::join_all(calls).await {
-            let HopReply::Rows(part) = reply else { unreachable!("Snapshot is answered with Rows") };
+            let HopReply::Rows { rows: part, seq } = reply else { unreachable!("Snapshot is answered with Rows") };
             rows.extend(part);
+            seqs.push(seq);
         }
-        rows
+        (rows, seqs)
+    }
+
+    /// Registers a live query for `conn` on every shard and returns its first page (for
+    /// `QUERY_RESP`) and its local number. The caller sends `QUERY_RESP`, then calls
+    /// `start_live` so updates that raced the snapshot follow it.
+    pub async fn subscribe_live(
+        &self,
+        conn: ConnId,
+        query_id: String,
+        map: Arc<str>,
+        query: Arc<Query>,
+        fields: Option<Vec<String>>,
+        now_ms: u64,
+    ) -> (Page, Vec<u64>, u64) {
+        let local = self.next_sub.get();
+        self.next_sub.set(local + 1);
+        let cursor = Arc::new(query.resolve_cursor(now_ms));
+        let entry = LiveEntry {
+            conn,
+            query_id,
+            fields,
+            map: Arc::clone(&map),
+            query: Arc::clone(&query),
+            cursor: Arc::clone(&cursor),
+            live: LiveQuery::new(Arc::clone(&query), self.shard_count()),
+        };
+        self.live.borrow_mut().insert(local, entry);
+        let sub = SubKey { shard: self.shard, local };
+        let (rows, seqs) = self.gather(Some(sub), &map, &query, &cursor).await;
+        let page = query.select_resolved(rows, &cursor, now_ms);
+        (page, seqs, local)
+    }
+
+    /// Installs the first page of live query `local` and sends the updates that raced it.
+    pub fn start_live(&self, local: u64, page: &Page, seqs: &[u64]) {
+        let reaction = {
+            let mut live = self.live.borrow_mut();
+            let Some(entry) = live.get_mut(&local) else { return };
+            entry.live.on_snapshot(page, seqs, true)
+        };
+        self.send_query_updates(local, reaction.updates);
+        if reaction.refill {
+            self.spawn_refill(local);
+        }
+    }
+
+    /// Forgets live queries of this shard's connections, here and on every shard.
+    pub async fn unsubscribe_live(&self, locals: Vec<u64>) {
+        if locals.is_empty() {
+            return;
+        }
+        let mut subs = Vec::with_capacity(locals.len());
+        {
+            let mut live = self.live.borrow_mut();
+            for local in locals {
+                if live.remove(&local).is_some() {
+                    subs.push(SubKey { shard: self.shard, local });
+                }
+            }
+        }
+        for target in 0..self.shard_count() {
+            self.mesh.tell(ShardId(target as u16), Hop::Unsubscribe { subs: subs.clone() }).await;
+        }
+    }
+
+    /// Encodes and queues `QUERY_UPDATE`s for live query `local` (projected to its fields).
+    fn send_query_updates(&self, local: u64, updates: Vec<QueryUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        let live = self.live.borrow();
+        let Some(entry) = live.get(&local) else { return };
+        let conns = self.conns.borrow();
+        let Some(conn) = conns.get(&entry.conn) else { return };
+        let mut buffer = self.encode_buffer.borrow_mut();
+        let mut sent = 0;
+        for update in updates {
+            let (key, value, change_type) = match update {
+                QueryUpdate::Enter { key, value } => (key, Some(value), ChangeType::Enter),
+                QueryUpdate::Update { key, value } => (key, Some(value), ChangeType::Update),
+                QueryUpdate::Leave { key } => (key, None, ChangeType::Leave),
+            };
+            let value = match (value, &entry.fields) {
+                (Some(bytes), Some(fields)) => {
+                    let decoded = rmpv::decode::read_value(&mut &bytes[..]).unwrap_or(rmpv::Value::Nil);
+                    let mut projected = Vec::new();
+                    rmpv::encode::write_value(&mut projected, &project(&decoded, fields)).expect("writing to a Vec cannot fail");
+                    Some(Bytes::from(projected))
+                }
+                (value, _) => value,
+            };
+            buffer.clear();
+            let message = ServerMessage::QueryUpdate { query_id: entry.query_id.clone(), key, value, change_type };
+            encode(&message, &mut buffer);
+            if conn.outbox.push(Bytes::copy_from_slice(&buffer)) {
+                sent += 1;
+            }
+        }
+        drop((buffer, conns, live));
+        self.bump(|stats| stats.query_updates_sent += sent);
+    }
+
+    /// Applies owner changes to this shard's live queries.
+    fn apply_live_changes(&self, changes: Vec<SubChange>) {
+        for SubChange { sub, seq, owner, change } in changes {
+            let reaction = {
+                let mut live = self.live.borrow_mut();
+                let Some(entry) = live.get_mut(&sub.local) else { continue }; // unsubscribed meanwhile
+                entry.live.on_change(owner, seq, change)
+            };
+            self.send_query_updates(sub.local, reaction.updates);
+            if reaction.refill {
+                self.spawn_refill(sub.local);
+            }
+        }
+    }
+
+    /// Re-snapshots live query `local` from every shard (a row left its limited window).
+    fn spawn_refill(&self, local: u64) {
+        let Some(node) = self.me.upgrade() else { return };
+        {
+            let mut live = self.live.borrow_mut();
+            let Some(entry) = live.get_mut(&local) else { return };
+            entry.live.begin_refill();
+        }
+        glommio::spawn_local(async move {
+            loop {
+                let Some((map, query, cursor)) = node.live.borrow().get(&local).map(|entry| {
+                    (Arc::clone(&entry.map), Arc::clone(&entry.query), Arc::clone(&entry.cursor))
+                }) else {
+                    return;
+                };
+                let (rows, seqs) = node.gather(None, &map, &query, &cursor).await;
+                let page = query.select_resolved(rows, &cursor, wall_ms());
+                let reaction = {
+                    let mut live = node.live.borrow_mut();
+                    let Some(entry) = live.get_mut(&local) else { return };
+                    entry.live.on_snapshot(&page, &seqs, false)
+                };
+                node.send_query_updates(local, reaction.updates);
+                if !reaction.refill {
+                    return;
+                }
+            }
+        })
+        .detach();
     }
 
     /// This shard's counters, with the live gauges filled in.
     pub fn stats(&self) -> ShardStats {
         let mut stats = self.stats.get();
         stats.records = self.data.borrow().record_count() as u64;
+        stats.live_queries = self.live.borrow().len() as u64;
         stats.mesh = self.mesh.stats().into();
         stats
     }
@@ -418,17 +618,26 @@ impl MeshHandler<Hop, HopReply> for Node {
     async fn handle(&self, _from: ShardId, request: Hop) -> Option<HopReply> {
         match request {
             Hop::Apply { ops, writer } => Some(HopReply::Applied(self.apply_local(ops, writer).await)),
-            Hop::Snapshot { map, query, cursor } => {
+            Hop::Snapshot { register, map, query, cursor } => {
+                if let Some(sub) = register {
+                    self.index.borrow_mut().register(sub, Arc::clone(&map), Arc::clone(&query), Arc::clone(&cursor));
+                }
                 let mut rows = Vec::new();
                 self.data.borrow().snapshot(&map, &query, &cursor, wall_ms(), &mut rows);
-                Some(HopReply::Rows(rows))
+                Some(HopReply::Rows { rows, seq: self.write_seq.get() })
+            }
+            Hop::Unsubscribe { subs } => {
+                let mut index = self.index.borrow_mut();
+                subs.into_iter().for_each(|sub| index.unregister(sub));
+                None
             }
             Hop::Interest { map, shard, interested } => {
                 self.interest.borrow_mut().set_shard(&map, shard, interested);
                 None
             }
-            Hop::Deliver { frames, writer } => {
+            Hop::Deliver { frames, writer, changes } => {
                 self.deliver(frames, writer);
+                self.apply_live_changes(changes);
                 None
             }
             Hop::Stats => Some(HopReply::Stats(self.stats())),

@@ -112,6 +112,8 @@ fn server_events_reach_other_interested_connections_only() {
     assert_eq!(get(&event, "payload.key").as_str(), Some("todo-1"));
     assert_eq!(get(&event, "payload.record.value.title").as_str(), Some("Buy milk"));
     assert_eq!(get(&event, "payload.record.timestamp.nodeId").as_str(), Some("client-a"), "client timestamps are kept");
+    let update = subscriber.recv_type("QUERY_UPDATE");
+    assert_eq!(get(&update, "payload.changeType").as_str(), Some("ENTER"));
 
     // The client re-sends unacknowledged ops; a repeat is acked but changes nothing.
     writer.send(&op_batch(vec![put]));
@@ -131,6 +133,9 @@ fn server_events_reach_other_interested_connections_only() {
     assert_eq!(get(&event, "payload.eventType").as_str(), Some("REMOVE"));
     assert_eq!(get(&event, "payload.record.value"), &Value::Nil);
     assert_eq!(get(&event, "payload.record.timestamp.millis").as_f64(), Some((now + 1) as f64));
+    let update = subscriber.recv_type("QUERY_UPDATE");
+    assert_eq!(get(&update, "payload.changeType").as_str(), Some("LEAVE"));
+    assert_eq!(get(&update, "payload.value"), &Value::Nil);
     let payload = query(&mut subscriber, "after", "todos", map(vec![]));
     assert!(result_keys(&payload).is_empty(), "a tombstone is not a row");
 }

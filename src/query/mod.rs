@@ -227,6 +227,18 @@ impl Query {
         sort::compare_rows(&self.sort, a, b)
     }
 
+    /// Attribute/value pairs every matching record must have equal: the `where` fields and the
+    /// `eq` leaves at the top of the predicate's AND. The live-query index files a subscription
+    /// under one of them, so a write is checked only against subscriptions it could match.
+    pub fn equality_terms(&self) -> Vec<(&str, &Value)> {
+        let mut terms: Vec<(&str, &Value)> =
+            self.where_fields.iter().map(|(attribute, value)| (attribute.as_str(), value)).collect();
+        if let Some(predicate) = &self.predicate {
+            predicate.top_level_equalities(&mut terms);
+        }
+        terms
+    }
+
     pub fn has_limit(&self) -> bool {
         self.limit.is_some()
     }
@@ -448,6 +460,11 @@ fn fingerprint(
 
 /// Keeps only the named top-level fields of a map value (the `fields` projection of
 /// `QUERY_SUB`); any other value is returned unchanged.
+/// The value at a dot path of a record value (a literal top-level key first), as queries see it.
+pub fn lookup_attribute<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    value::lookup(value, path)
+}
+
 pub fn project(value: &Value, fields: &[String]) -> Value {
     match value {
         Value::Map(entries) => Value::Map(

@@ -32,6 +32,18 @@ pub(crate) enum Predicate {
     Unknown,
 }
 
+impl Predicate {
+    /// Appends the `eq` leaves that must all hold for this predicate to hold: the predicate
+    /// itself, or the direct children of a top-level `and` (recursively through nested `and`s).
+    pub(crate) fn top_level_equalities<'a>(&'a self, terms: &mut Vec<(&'a str, &'a Value)>) {
+        match self {
+            Predicate::And(children) => children.iter().for_each(|child| child.top_level_equalities(terms)),
+            Predicate::Leaf { attribute, test: LeafTest::Eq(value) } => terms.push((attribute.as_str(), value)),
+            _ => {}
+        }
+    }
+}
+
 /// What a leaf checks about its attribute's value. Operands that cannot work (a `like` whose
 /// operand is not a string, a `between` that is not a pair, an invalid regex) parse to `None` and make the leaf
 /// false, as §6.8 says; they are not errors.

@@ -31,10 +31,9 @@ enum AuthState {
     Authenticated(Principal),
 }
 
-/// A live query registered by this connection (its live updates come with the live-query
-/// engine; today it records what the connection asked for).
+/// A live query of this connection: its number in the node's live-query table.
 struct QuerySubscription {
-    map: Arc<str>,
+    local: u64,
 }
 
 /// See the module doc.
@@ -188,6 +187,8 @@ impl Session {
 
     /// Unregisters the connection and withdraws its interest on every shard.
     pub async fn close(self) {
+        let locals = self.queries.values().map(|subscription| subscription.local).collect();
+        self.node.unsubscribe_live(locals).await;
         let maps: Vec<Arc<str>> = self.interested.into_iter().collect();
         self.node.close_conn(self.conn, maps).await;
     }

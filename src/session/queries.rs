@@ -1,5 +1,6 @@
-//! The query family: `QUERY_SUB` answers with the matching entries gathered from every shard
-//! (`QUERY_RESP`), `QUERY_UNSUB` forgets the subscription (PROTOCOL §4.5, §6.8, §6.9).
+//! The query family: `QUERY_SUB` registers a live query on every shard and answers with the
+//! matching entries gathered from all of them (`QUERY_RESP`); `QUERY_UPDATE`s follow from the
+//! node's live-query machinery; `QUERY_UNSUB` ends them (PROTOCOL §4.5, §6.8, §6.9).
 
 use std::sync::Arc;
 
@@ -30,11 +31,10 @@ impl Session {
             ClientMessage::QuerySub { query_id, map_name, query, fields } => {
                 self.on_query_sub(query_id, map_name, query, fields).await
             }
-            ClientMessage::QueryUnsub { query_id } => {
-                if self.queries.remove(&query_id).is_none() {
-                    self.send_error(404, format!("unknown query subscription: {query_id}"));
-                }
-            }
+            ClientMessage::QueryUnsub { query_id } => match self.queries.remove(&query_id) {
+                Some(subscription) => self.node.unsubscribe_live(vec![subscription.local]).await,
+                None => self.send_error(404, format!("unknown query subscription: {query_id}")),
+            },
             _ => unreachable!("registry routes only QUERY_SUB and QUERY_UNSUB here"),
         }
     }
@@ -52,12 +52,15 @@ impl Session {
         if !self.queries.contains_key(&query_id) && self.queries.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
             return self.send_error(429, format!("too many subscriptions on this connection (max {SUBSCRIPTIONS_PER_CONNECTION_MAX})"));
         }
+        // Re-using a queryId replaces the subscription (PROTOCOL §4.5).
+        if let Some(previous) = self.queries.remove(&query_id) {
+            self.node.unsubscribe_live(vec![previous.local]).await;
+        }
         let map: Arc<str> = Arc::from(map_name.as_str());
         self.add_interest(&map).await;
         let now = wall_ms();
-        let cursor = Arc::new(query.resolve_cursor(now));
-        let rows = self.node.gather_rows(Arc::clone(&map), Arc::clone(&query), Arc::clone(&cursor)).await;
-        let page = query.select_resolved(rows, &cursor, now);
+        let (page, seqs, local) =
+            self.node.subscribe_live(self.conn, query_id.clone(), map, Arc::clone(&query), fields.clone(), now).await;
         let results = page
             .rows
             .iter()
@@ -69,16 +72,18 @@ impl Session {
                 (key.clone(), value)
             })
             .collect();
-        self.queries.insert(query_id.clone(), QuerySubscription { map });
+        self.queries.insert(query_id.clone(), QuerySubscription { local });
         self.send(&ServerMessage::QueryResp(QueryResp {
             query_id,
             results,
-            next_cursor: page.next_cursor,
+            next_cursor: page.next_cursor.clone(),
             has_more: Some(page.has_more),
             cursor_status: Some(wire_cursor_status(page.cursor_status)),
             merkle_root_hash: None,
             error: None,
             code: None,
         }));
+        // Updates that raced the snapshot go out after QUERY_RESP.
+        self.node.start_live(local, &page, &seqs);
     }
 }

@@ -31,6 +31,9 @@ pub struct ChangeEvent {
     pub map: Arc<str>,
     pub key: String,
     pub change: Change,
+    /// For LWW changes, the record the write replaced (live queries need to know whether the
+    /// key matched before).
+    pub previous: Option<LwwRecord>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -105,7 +108,7 @@ impl ShardData {
                 let map = self.map_name(&map_name);
                 let or_map = self.or.entry(Arc::clone(&map)).or_default();
                 match or_map.add(&key, record.clone()) {
-                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrAdd(record) })),
+                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrAdd(record), previous: None })),
                     OrChange::Unchanged => (OpOutcome::Unchanged, None),
                 }
             }
@@ -113,7 +116,7 @@ impl ShardData {
                 let map = self.map_name(&map_name);
                 let or_map = self.or.entry(Arc::clone(&map)).or_default();
                 match or_map.remove(&key, &tag) {
-                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrRemove { tag } })),
+                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrRemove { tag }, previous: None })),
                     OrChange::Unchanged => (OpOutcome::Unchanged, None),
                 }
             }
@@ -125,9 +128,9 @@ impl ShardData {
         let map = self.map_name(map_name);
         let lww = self.lww.entry(Arc::clone(&map)).or_default();
         match lww.merge(&key, record.clone()) {
-            LwwMerge::Applied { .. } => {
+            LwwMerge::Applied { previous } => {
                 let change = if record.is_tombstone() { Change::Remove(record) } else { Change::Put(record) };
-                (OpOutcome::Applied, Some(ChangeEvent { map, key, change }))
+                (OpOutcome::Applied, Some(ChangeEvent { map, key, change, previous }))
             }
             LwwMerge::Unchanged => (OpOutcome::Unchanged, None),
         }
