@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
@@ -282,6 +283,14 @@ async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8
             }
             Some(Some(Ok(_))) => {} // WebSocket ping/pong: tungstenite answers pings itself.
             Some(Some(Err(WsError::Capacity(_)))) => outbox.request_close(CloseReason::MessageTooBig),
+            // A peer that vanished without a close frame: there is no one to send one to.
+            Some(Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)))) => {
+                break CloseReason::SocketError
+            }
+            // A framing violation still gets a close frame naming it, never a silent drop
+            // (DECISIONS §5); tungstenite can still write after a read error.
+            Some(Some(Err(WsError::Protocol(_)))) => outbox.request_close(CloseReason::ProtocolError),
+            Some(Some(Err(WsError::Utf8(_)))) => outbox.request_close(CloseReason::InvalidUtf8),
             Some(Some(Err(_))) | Some(None) => break CloseReason::SocketError,
         }
     };

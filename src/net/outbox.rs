@@ -24,6 +24,10 @@ pub enum CloseReason {
     AuthenticationTimeout,
     IdleTimeout,
     MessageTooBig,
+    /// The client broke the WebSocket framing (RFC 6455 §7.4.1: 1002), e.g. an unmasked frame.
+    ProtocolError,
+    /// A text frame that is not UTF-8 (RFC 6455 §8.1: the connection must fail, 1007).
+    InvalidUtf8,
     SlowConsumer,
     GoingAway,
     /// The client closed first; its close frame is echoed.
@@ -38,6 +42,8 @@ impl CloseReason {
             CloseReason::AuthenticationFailed | CloseReason::AuthenticationTimeout | CloseReason::SlowConsumer => 1008,
             CloseReason::IdleTimeout | CloseReason::ClientClosed | CloseReason::SocketError => 1000,
             CloseReason::MessageTooBig => 1009,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidUtf8 => 1007,
             CloseReason::GoingAway => 1001,
         }
     }
@@ -48,6 +54,8 @@ impl CloseReason {
             CloseReason::AuthenticationTimeout => "authentication timeout",
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::MessageTooBig => "message too big",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid utf-8",
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::GoingAway => "going away",
             CloseReason::ClientClosed | CloseReason::SocketError => "",
