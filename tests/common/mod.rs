@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rmpv::Value;
@@ -17,10 +17,16 @@ pub const SECRET: &str = "e2e-test-secret";
 /// How long a test waits for an expected frame before failing.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a test waits for a server process to exit (after SIGTERM, or a refused start).
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A running server; killed when dropped.
 pub struct Server {
     child: Child,
     pub port: u16,
+    /// The rest of the server's stdout after the `PORT=<n>` line. Kept open so a stray write
+    /// to stdout never fails in the server, and so a test can read what followed the line.
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Server {
@@ -29,25 +35,52 @@ impl Server {
         Self::start_with_env(args, &[])
     }
 
+    /// Starts the server with `args` (after `--port 0 --host 127.0.0.1`) and `env` set on top
+    /// of an environment cleared of the variables the server reads.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shardgrid"));
-        command.args(["--port", "0", "--host", "127.0.0.1"]).args(args);
-        command.env_remove("JWT_SECRET").env_remove("STORAGE_BACKEND").env_remove("TOPGUN_NO_AUTH").env_remove("PORT");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command.env("RUST_LOG", "warn");
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start shardgrid");
-        let stdout = child.stdout.take().unwrap();
+        let mut child =
+            server_command(args, env).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start shardgrid");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read PORT line");
+        stdout.read_line(&mut line).expect("read PORT line");
         let port = line
-            .trim()
-            .strip_prefix("PORT=")
+            .strip_suffix('\n')
+            .and_then(|line| line.strip_prefix("PORT="))
             .unwrap_or_else(|| panic!("first stdout line must be PORT=<n>, got {line:?}"))
             .parse()
-            .unwrap();
-        Server { child, port }
+            .unwrap_or_else(|_| panic!("first stdout line must be PORT=<n>, got {line:?}"));
+        Server { child, port, stdout }
+    }
+
+    /// One shard, no authentication: for tests about the transport rather than the handshake.
+    pub fn no_auth(extra: &[&str]) -> Server {
+        let mut args = vec!["--cores", "0", "--no-auth"];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) without waiting for anything.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; the child is not reaped until `wait_exit` or
+        // drop, so the pid cannot have been reused.
+        let result = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(result, 0, "kill({}, {signal})", self.child.id());
+    }
+
+    /// Waits up to `EXIT_TIMEOUT` for the process to exit and returns its status; panics (and
+    /// the drop kills the process) if it does not. Polls `try_wait`: std has no wait with a
+    /// deadline.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = &mut self.child;
+        poll_until("the server exits", EXIT_TIMEOUT, || child.try_wait().expect("try_wait"))
+    }
+
+    /// Everything the server wrote to stdout after the `PORT=<n>` line. Call after the process
+    /// has exited (it reads to end of file).
+    pub fn stdout_after_port_line(&mut self) -> String {
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("read stdout");
+        rest
     }
 
     /// Two shards, JWT auth.
@@ -67,12 +100,23 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// `GET /health`, parsed.
+    pub fn health(&self) -> serde_json::Value {
+        let (status, body) = self.http("GET", "/health", &[], b"");
+        assert_eq!(status, 200, "GET /health: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("GET /health returns JSON")
+    }
+
+    /// Waits until `GET /health` reports `connections` open WebSocket connections.
+    pub fn wait_for_connections(&self, connections: u64) {
+        poll_until(&format!("/health reports {connections} connections"), RECV_TIMEOUT, || {
+            (self.health()["connections"].as_u64() == Some(connections)).then_some(())
+        });
     }
 
     /// One HTTP/1.1 request; returns (status, body).
@@ -93,6 +137,64 @@ impl Server {
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         (status, response[head_end + 4..].to_vec())
     }
+}
+
+/// The server command with `--port 0 --host 127.0.0.1`, `args`, and `env` set on top of an
+/// environment cleared of the variables the server reads.
+fn server_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardgrid"));
+    command.args(["--port", "0", "--host", "127.0.0.1"]).args(args);
+    for name in ["JWT_SECRET", "STORAGE_BACKEND", "TOPGUN_NO_AUTH", "PORT", "HOST", "NODE_ID", "DATA_DIR"] {
+        command.env_remove(name);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs the server binary with `args` and `env` (as `Server::start_with_env` would) and
+/// waits up to `EXIT_TIMEOUT` for it to exit by itself: for start-ups the server must refuse.
+/// Panics, killing it, if it is still running by then.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = server_command(args, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shardgrid");
+    let exited = poll_until_or_none(EXIT_TIMEOUT, || child.try_wait().expect("try_wait"));
+    if exited.is_none() {
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        panic!("shardgrid {args:?} kept running; stdout {:?}", String::from_utf8_lossy(&output.stdout));
+    }
+    // The process has exited, so its pipes end; a refusal writes a line or two.
+    child.wait_with_output().unwrap()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes. For conditions a test can only
+/// observe from outside (process exit, a server counter): it waits for a state, never for an
+/// amount of time, and asserts nothing about how long the state took to arrive.
+pub fn poll_until_or_none<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // The test thread is not a shard: blocking it between polls is what we want here.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `poll_until_or_none`, panicking with `what` when the condition never holds.
+pub fn poll_until<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll_until_or_none(timeout, check).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting until {what}"))
 }
 
 impl Drop for Server {
@@ -130,8 +232,41 @@ impl Client {
         self.send_bytes(&encode(message));
     }
 
+    /// Sends `bytes` as one binary frame, whatever they contain.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.socket.send(Message::Binary(bytes.to_vec().into())).unwrap();
+    }
+
+    /// Sends `text` as one text frame.
+    pub fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).unwrap();
+    }
+
+    /// A second handle on the TCP connection, for writing raw bytes past the WebSocket layer
+    /// (see `client_frame`) while `recv`/`expect_close` keep reading through it.
+    pub fn raw_stream(&self) -> TcpStream {
+        self.socket.get_ref().try_clone().unwrap()
+    }
+
+    /// Asserts the server has closed the TCP connection: reading it raw ends (end of file, or a
+    /// reset when the server closed with bytes of ours unread) without any further bytes.
+    pub fn expect_socket_closed(&self) {
+        let mut rest = Vec::new();
+        match self.raw_stream().read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty(), "bytes after the close frame: {rest:?}"),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(error) => panic!("the server did not close the socket: {error}"),
+        }
+    }
+
+    /// The next message, which must be `ERROR`; returns its (code, message).
+    pub fn recv_error(&mut self) -> (u64, String) {
+        let error = self.recv();
+        assert_eq!(type_of(&error), "ERROR", "expected ERROR, got {error}");
+        let code = get(&error, "payload.code").as_u64().unwrap_or_else(|| panic!("ERROR without a code: {error}"));
+        let message =
+            get(&error, "payload.message").as_str().unwrap_or_else(|| panic!("ERROR without a message: {error}"));
+        (code, message.to_string())
     }
 
     /// The next binary message, decoded. Panics on timeout or close.
@@ -183,7 +318,42 @@ impl Client {
 /// An HS256 JWT for `sub` with `roles`, valid far into the future.
 pub fn token(sub: &str, roles: &[&str]) -> String {
     let claims = serde_json::json!({"sub": sub, "roles": roles, "exp": 4_102_444_800u64});
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    signed_token(&claims, SECRET)
+}
+
+/// An HS256 JWT carrying exactly `claims`, signed with `secret`.
+pub fn signed_token(claims: &serde_json::Value, secret: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).unwrap()
+}
+
+/// One complete client-to-server WebSocket frame (FIN set, masked with a zero key, so the
+/// payload bytes go out unchanged), for writing through `Client::raw_stream`. Opcodes: 0x1
+/// text, 0x2 binary, 0x8 close.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    client_frame_part(true, opcode, payload)
+}
+
+/// One client-to-server frame of a possibly fragmented message: the first fragment carries the
+/// message's opcode, the others opcode 0x0 (continuation); only the last has `fin` set.
+pub fn client_frame_part(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    const FIN_BIT: u8 = 0x80;
+    const MASK_BIT: u8 = 0x80;
+    let mut frame = vec![if fin { FIN_BIT | opcode } else { opcode }];
+    match payload.len() {
+        length @ 0..=125 => frame.push(MASK_BIT | length as u8),
+        length @ 126..=0xFFFF => {
+            frame.push(MASK_BIT | 126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            frame.push(MASK_BIT | 127);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
 }
 
 pub fn encode(value: &Value) -> Vec<u8> {
@@ -265,4 +435,16 @@ pub fn result_keys(payload: &Value) -> Vec<String> {
         Value::Array(rows) => rows.iter().map(|row| get(row, "key").as_str().unwrap().to_string()).collect(),
         other => panic!("results must be an array, got {other}"),
     }
+}
+
+/// An inbound `BATCH` envelope (PROTOCOL §4.13, client-to-server layout): `data` is each
+/// message's msgpack bytes behind a big-endian u32 length, with no count prefix.
+pub fn batch_envelope(messages: &[Value]) -> Value {
+    let mut data = Vec::new();
+    for message in messages {
+        let bytes = encode(message);
+        data.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        data.extend_from_slice(&bytes);
+    }
+    msg("BATCH", vec![("count", Value::from(messages.len())), ("data", Value::Binary(data))])
 }
