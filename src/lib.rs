@@ -14,6 +14,7 @@ pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod query;
+pub mod search;
 pub mod server;
 pub mod session;
 pub mod shard;

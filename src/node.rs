@@ -22,7 +22,10 @@ use crate::hash::partition_of;
 use crate::net::outbox::{CloseReason, Outbox};
 use crate::live::index::SubscriptionIndex;
 use crate::live::window::LiveQuery;
-use crate::live::{evaluate_event, QueryUpdate, SubChange, SubKey};
+use crate::live::{evaluate_event, live_value, QueryUpdate, SubChange, SubKey};
+use crate::search::coordinator::LiveSearch;
+use crate::search::subscriptions::{SearchChange, SearchSpec, SearchSubscriptions};
+use crate::search::{Hit, TermStats};
 use crate::protocol::{encode, ChangeType, ClientOp, ServerEvent, ServerEventBody, ServerMessage};
 use crate::query::{project, Page, Query, ResolvedCursor};
 use crate::shard::interest::Announce;
@@ -41,8 +44,17 @@ pub enum Hop {
     /// `shard` has (or no longer has) connections interested in `map`. No reply.
     Interest { map: Arc<str>, shard: ShardId, interested: bool },
     /// Deliver these encoded `SERVER_EVENT` frames to local connections interested in each map,
-    /// except the writer, and these live-query changes to local subscriptions. No reply.
-    Deliver { frames: Vec<(Arc<str>, Bytes)>, writer: ConnRef, changes: Vec<SubChange> },
+    /// except the writer, and these live-query and live-search changes to local subscriptions.
+    /// No reply.
+    Deliver { frames: Vec<(Arc<str>, Bytes)>, writer: ConnRef, changes: Vec<SubChange>, search_changes: Vec<SearchSubChange> },
+    /// This shard's share of `map`'s search statistics for `terms` (indexing the map on first
+    /// use). Replies `SearchStats`.
+    SearchStats { map: Arc<str>, terms: Arc<Vec<String>> },
+    /// This shard's best hits scored with the global `stats`; with `register`, also register
+    /// that live search. Replies `Hits`.
+    SearchTop { map: Arc<str>, spec: Arc<SearchSpec>, limit: usize, register: Option<SubKey> },
+    /// Forget these live searches. No reply.
+    SearchUnsubscribe { subs: Vec<SubKey> },
     /// Report this shard's counters. Replies `Stats`.
     Stats,
 }
@@ -51,10 +63,21 @@ pub enum HopReply {
     Applied(Vec<OpOutcome>),
     /// Snapshot rows and the owner's write sequence when it took them.
     Rows { rows: Vec<Row>, seq: u64 },
+    SearchStats(TermStats),
+    /// Search hits and the owner's write sequence when it scored them.
+    Hits { hits: Vec<Hit>, seq: u64 },
     Stats(ShardStats),
 }
 
 pub type ShardMesh = Mesh<Hop, HopReply, Node>;
+
+/// One live-search change on its way to the subscriber's shard.
+pub struct SearchSubChange {
+    pub sub: SubKey,
+    pub seq: u64,
+    pub owner: ShardId,
+    pub change: SearchChange,
+}
 
 /// Counters of one shard. Only the owning shard touches them; `/health` and `/metrics` gather
 /// one copy per shard over the mesh and add them up.
@@ -69,6 +92,7 @@ pub struct ShardStats {
     pub events_delivered: u64,
     pub query_updates_sent: u64,
     pub live_queries: u64,
+    pub live_searches: u64,
     pub slow_consumers_closed: u64,
     pub errors_sent: u64,
     pub records: u64,
@@ -100,6 +124,7 @@ impl ShardStats {
         self.events_delivered += other.events_delivered;
         self.query_updates_sent += other.query_updates_sent;
         self.live_queries += other.live_queries;
+        self.live_searches += other.live_searches;
         self.slow_consumers_closed += other.slow_consumers_closed;
         self.errors_sent += other.errors_sent;
         self.records += other.records;
@@ -141,6 +166,17 @@ pub struct Node {
     write_seq: Cell<u64>,
     /// This node itself, for spawning refills from `&self`.
     me: Weak<Node>,
+    /// Owner side of live searches.
+    search_subs: RefCell<SearchSubscriptions>,
+    /// Subscriber side: this shard's connections' live searches, by local number.
+    live_searches: RefCell<AHashMap<u64, LiveSearchEntry>>,
+}
+
+/// A connection's live search on the connection's shard.
+struct LiveSearchEntry {
+    conn: ConnId,
+    subscription_id: String,
+    live: LiveSearch,
 }
 
 /// A connection's live query on the connection's shard.
@@ -168,6 +204,8 @@ impl Node {
         let table = PartitionTable::new(crate::hash::PARTITION_COUNT, config.cores.shard_count());
         let node = Rc::new_cyclic(|me| Node {
             me: me.clone(),
+            search_subs: RefCell::new(SearchSubscriptions::default()),
+            live_searches: RefCell::new(AHashMap::new()),
             index: RefCell::new(SubscriptionIndex::default()),
             live: RefCell::new(AHashMap::new()),
             next_sub: Cell::new(1),
@@ -322,6 +360,7 @@ impl Node {
     async fn fan_out(&self, events: Vec<ChangeEvent>, writer: ConnRef, seq: u64, now_ms: u64) {
         let mut per_shard: Vec<Vec<(Arc<str>, Bytes)>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
         let mut changes_per_shard: Vec<Vec<SubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
+        let mut search_per_shard: Vec<Vec<SearchSubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
         {
             let index = self.index.borrow();
             let mut live_changes = Vec::new();
@@ -330,6 +369,23 @@ impl Node {
             }
             for (sub, change) in live_changes {
                 changes_per_shard[sub.shard.index()].push(SubChange { sub, seq, owner: self.shard, change });
+            }
+            let searches = self.search_subs.borrow();
+            let mut search_changes = Vec::new();
+            for event in events.iter().filter(|event| searches.has_map(&event.map)) {
+                let (Change::Put(record) | Change::Remove(record)) = &event.change else { continue };
+                let before = live_value(event.previous.as_ref(), now_ms);
+                let after = live_value(Some(record), now_ms);
+                searches.evaluate(
+                    &event.map,
+                    &event.key,
+                    before.as_ref().map(|(value, _)| value),
+                    after.as_ref().map(|(value, bytes)| (value, bytes)),
+                    &mut search_changes,
+                );
+            }
+            for (sub, change) in search_changes {
+                search_per_shard[sub.shard.index()].push(SearchSubChange { sub, seq, owner: self.shard, change });
             }
         }
         {
@@ -348,9 +404,11 @@ impl Node {
                 }
             }
         }
-        for (target, (frames, changes)) in per_shard.into_iter().zip(changes_per_shard).enumerate() {
-            if !frames.is_empty() || !changes.is_empty() {
-                self.mesh.tell(ShardId(target as u16), Hop::Deliver { frames, writer, changes }).await;
+        let deliveries = per_shard.into_iter().zip(changes_per_shard).zip(search_per_shard);
+        for (target, ((frames, changes), search_changes)) in deliveries.enumerate() {
+            if !frames.is_empty() || !changes.is_empty() || !search_changes.is_empty() {
+                let hop = Hop::Deliver { frames, writer, changes, search_changes };
+                self.mesh.tell(ShardId(target as u16), hop).await;
             }
         }
     }
@@ -581,11 +639,128 @@ impl Node {
         .detach();
     }
 
+    /// Runs a full-text search over every shard: global statistics first, then each shard's
+    /// best hits scored with them, merged by score (ties by key). With `register`, each shard
+    /// also registers the live search. Returns the hits and each shard's write sequence.
+    async fn search_all(&self, map: &Arc<str>, terms: Vec<String>, limit: usize, min_score: f64, register: Option<SubKey>) -> (Vec<Hit>, Vec<u64>) {
+        let terms = Arc::new(terms);
+        let calls: Vec<_> = (0..self.shard_count())
+            .map(|shard| self.mesh.call(ShardId(shard as u16), Hop::SearchStats { map: Arc::clone(map), terms: Arc::clone(&terms) }))
+            .collect();
+        let mut stats = TermStats::default();
+        for reply in futures_util::future::join_all(calls).await {
+            let HopReply::SearchStats(part) = reply else { unreachable!("SearchStats is answered with SearchStats") };
+            stats.add(&part);
+        }
+        let spec = Arc::new(SearchSpec { terms: terms.to_vec(), stats, min_score });
+        let calls: Vec<_> = (0..self.shard_count())
+            .map(|shard| {
+                let hop = Hop::SearchTop { map: Arc::clone(map), spec: Arc::clone(&spec), limit, register };
+                self.mesh.call(ShardId(shard as u16), hop)
+            })
+            .collect();
+        let mut hits = Vec::new();
+        let mut seqs = Vec::with_capacity(self.shard_count());
+        for reply in futures_util::future::join_all(calls).await {
+            let HopReply::Hits { hits: part, seq } = reply else { unreachable!("SearchTop is answered with Hits") };
+            hits.extend(part);
+            seqs.push(seq);
+        }
+        crate::search::rank(&mut hits);
+        hits.truncate(limit);
+        (hits, seqs)
+    }
+
+    /// A one-shot `SEARCH`.
+    pub async fn search(&self, map: Arc<str>, terms: Vec<String>, limit: usize, min_score: f64) -> Vec<Hit> {
+        self.search_all(&map, terms, limit, min_score, None).await.0
+    }
+
+    /// Registers a live search for `conn` on every shard; returns its first results (for
+    /// `SEARCH_RESP`), the owners' sequences and its local number. Then call `start_search`.
+    pub async fn subscribe_search(
+        &self,
+        conn: ConnId,
+        subscription_id: String,
+        map: Arc<str>,
+        terms: Vec<String>,
+        limit: usize,
+        min_score: f64,
+    ) -> (Vec<Hit>, Vec<u64>, u64) {
+        let local = self.next_sub.get();
+        self.next_sub.set(local + 1);
+        let entry = LiveSearchEntry { conn, subscription_id, live: LiveSearch::new(self.shard_count()) };
+        self.live_searches.borrow_mut().insert(local, entry);
+        let sub = SubKey { shard: self.shard, local };
+        let (hits, seqs) = self.search_all(&map, terms, limit, min_score, Some(sub)).await;
+        (hits, seqs, local)
+    }
+
+    /// Installs the first results of live search `local` and sends the updates that raced them.
+    pub fn start_search(&self, local: u64, hits: &[Hit], seqs: &[u64]) {
+        let updates = {
+            let mut searches = self.live_searches.borrow_mut();
+            let Some(entry) = searches.get_mut(&local) else { return };
+            entry.live.on_snapshot(hits, seqs)
+        };
+        self.send_search_updates(local, updates);
+    }
+
+    /// Forgets live searches of this shard's connections, here and on every shard.
+    pub async fn unsubscribe_search(&self, locals: Vec<u64>) {
+        let subs: Vec<SubKey> = {
+            let mut searches = self.live_searches.borrow_mut();
+            locals.into_iter().filter(|local| searches.remove(local).is_some()).map(|local| SubKey { shard: self.shard, local }).collect()
+        };
+        if subs.is_empty() {
+            return;
+        }
+        for target in 0..self.shard_count() {
+            self.mesh.tell(ShardId(target as u16), Hop::SearchUnsubscribe { subs: subs.clone() }).await;
+        }
+    }
+
+    fn apply_search_changes(&self, changes: Vec<SearchSubChange>) {
+        for SearchSubChange { sub, seq, owner, change } in changes {
+            let update = {
+                let mut searches = self.live_searches.borrow_mut();
+                let Some(entry) = searches.get_mut(&sub.local) else { continue };
+                entry.live.on_change(owner, seq, change)
+            };
+            self.send_search_updates(sub.local, update.into_iter().collect());
+        }
+    }
+
+    fn send_search_updates(&self, local: u64, updates: Vec<crate::search::coordinator::SearchUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        let searches = self.live_searches.borrow();
+        let Some(entry) = searches.get(&local) else { return };
+        let conns = self.conns.borrow();
+        let Some(conn) = conns.get(&entry.conn) else { return };
+        let mut buffer = self.encode_buffer.borrow_mut();
+        for update in updates {
+            let leave = update.change_type == ChangeType::Leave;
+            let hit = crate::protocol::SearchHit {
+                key: update.hit.key,
+                value: (!leave).then_some(update.hit.value),
+                score: update.hit.score,
+                matched_terms: update.hit.matched_terms,
+            };
+            buffer.clear();
+            let message = ServerMessage::SearchUpdate { subscription_id: entry.subscription_id.clone(), hit, change_type: update.change_type };
+            encode(&message, &mut buffer);
+            conn.outbox.push(Bytes::copy_from_slice(&buffer));
+        }
+    }
+
     /// This shard's counters, with the live gauges filled in.
     pub fn stats(&self) -> ShardStats {
         let mut stats = self.stats.get();
         stats.records = self.data.borrow().record_count() as u64;
         stats.live_queries = self.live.borrow().len() as u64;
+        stats.live_searches = self.live_searches.borrow().len() as u64;
         stats.mesh = self.mesh.stats().into();
         stats
     }
@@ -635,9 +810,23 @@ impl MeshHandler<Hop, HopReply> for Node {
                 self.interest.borrow_mut().set_shard(&map, shard, interested);
                 None
             }
-            Hop::Deliver { frames, writer, changes } => {
+            Hop::Deliver { frames, writer, changes, search_changes } => {
                 self.deliver(frames, writer);
                 self.apply_live_changes(changes);
+                self.apply_search_changes(search_changes);
+                None
+            }
+            Hop::SearchStats { map, terms } => Some(HopReply::SearchStats(self.data.borrow_mut().search_stats(&map, &terms, wall_ms()))),
+            Hop::SearchTop { map, spec, limit, register } => {
+                if let Some(sub) = register {
+                    self.search_subs.borrow_mut().register(sub, Arc::clone(&map), Arc::clone(&spec));
+                }
+                let hits = self.data.borrow().search_top(&map, &spec.terms, &spec.stats, limit, spec.min_score);
+                Some(HopReply::Hits { hits, seq: self.write_seq.get() })
+            }
+            Hop::SearchUnsubscribe { subs } => {
+                let mut searches = self.search_subs.borrow_mut();
+                subs.into_iter().for_each(|sub| searches.unregister(sub));
                 None
             }
             Hop::Stats => Some(HopReply::Stats(self.stats())),

@@ -7,6 +7,7 @@
 //! result set (refilling a limited window from every shard when a row leaves it) and decides
 //! the `QUERY_UPDATE`s (`ENTER`/`UPDATE`/`LEAVE`). `node` moves the messages.
 
+pub mod gate;
 pub mod index;
 pub mod window;
 
@@ -61,7 +62,8 @@ pub enum QueryUpdate {
     Leave { key: String },
 }
 
-fn live_value(record: Option<&LwwRecord>, now_ms: u64) -> Option<(rmpv::Value, ValueBytes)> {
+/// A record's value if it is live at `now_ms`, decoded and as stored.
+pub fn live_value(record: Option<&LwwRecord>, now_ms: u64) -> Option<(rmpv::Value, ValueBytes)> {
     let record = record.filter(|record| record.is_live(now_ms))?;
     let bytes = record.value.clone()?;
     // Values were validated as msgpack when they were written.

@@ -1,10 +1,8 @@
 //! One live query's result set on the subscriber's shard, and the `QUERY_UPDATE`s it implies.
 //!
-//! Owners send `Upsert`/`Gone` per key, each stamped with the owner's write sequence. While a
-//! snapshot of every shard is in flight (the first one, or a refill), changes are buffered;
-//! when it lands, changes already reflected in it (sequence at or below the sequence the owner
-//! reported with its rows) are dropped and the rest replayed, whichever order the snapshot reply
-//! and the changes arrived in.
+//! Owners send `Upsert`/`Gone` per key, each stamped with the owner's write sequence; they pass
+//! the `SnapshotGate` (buffered while a snapshot of every shard is in flight — the first one or
+//! a refill — and dropped when the snapshot already reflects them).
 //!
 //! Without a `limit` the result set is the set of matching keys. With a `limit` it is the top-N
 //! window in the query's order; every matching row outside it is worse than the window's last
@@ -18,6 +16,7 @@ use ahash::AHashSet;
 use rmpv::Value;
 use shardgrid_shards::ShardId;
 
+use super::gate::SnapshotGate;
 use super::{LiveChange, QueryUpdate};
 use crate::model::ValueBytes;
 use crate::query::{Page, Query};
@@ -44,10 +43,7 @@ enum Rows {
 pub struct LiveQuery {
     query: Arc<Query>,
     rows: Rows,
-    /// Per owner shard: the highest write sequence already reflected here.
-    applied_seq: Vec<u64>,
-    /// `Some` while a snapshot is in flight: the changes that arrived meanwhile.
-    buffered: Option<Vec<(ShardId, u64, LiveChange)>>,
+    gate: SnapshotGate<LiveChange>,
 }
 
 fn decode(bytes: &ValueBytes) -> Value {
@@ -68,18 +64,16 @@ impl LiveQuery {
             Some(limit) => Rows::Window { rows: Vec::new(), limit, outside: false },
             None => Rows::Keys(AHashSet::new()),
         };
-        LiveQuery { query, rows, applied_seq: vec![0; shard_count], buffered: Some(Vec::new()) }
+        LiveQuery { query, rows, gate: SnapshotGate::new(shard_count) }
     }
 
     pub fn is_snapshotting(&self) -> bool {
-        self.buffered.is_some()
+        self.gate.is_snapshotting()
     }
 
     /// Marks a refill as started: changes are buffered until `on_snapshot`.
     pub fn begin_refill(&mut self) {
-        if self.buffered.is_none() {
-            self.buffered = Some(Vec::new());
-        }
+        self.gate.begin();
     }
 
     /// Installs a snapshot (`page`: the merged page of every shard's rows; `seqs`: each shard's
@@ -87,11 +81,8 @@ impl LiveQuery {
     /// yields no updates of its own; a refill yields the difference from the previous view.
     /// Buffered changes are then replayed.
     pub fn on_snapshot(&mut self, page: &Page, seqs: &[u64], first: bool) -> Reaction {
-        assert_eq!(seqs.len(), self.applied_seq.len(), "one sequence per shard");
         let mut reaction = Reaction::default();
-        for (applied, seq) in self.applied_seq.iter_mut().zip(seqs) {
-            *applied = (*applied).max(*seq);
-        }
+        let buffered = self.gate.finish(seqs);
         match &mut self.rows {
             Rows::Keys(keys) => {
                 let fresh: AHashSet<String> = page.rows.iter().map(|(key, _)| key.clone()).collect();
@@ -124,7 +115,6 @@ impl LiveQuery {
                 *outside = page.has_more;
             }
         }
-        let buffered = self.buffered.take().unwrap_or_default();
         for (owner, seq, change) in buffered {
             let more = self.on_change(owner, seq, change);
             reaction.updates.extend(more.updates);
@@ -142,15 +132,7 @@ impl LiveQuery {
 
     /// Applies one owner change (or buffers it while a snapshot is in flight).
     pub fn on_change(&mut self, owner: ShardId, seq: u64, change: LiveChange) -> Reaction {
-        if let Some(buffered) = &mut self.buffered {
-            buffered.push((owner, seq, change));
-            return Reaction::default();
-        }
-        let applied = &mut self.applied_seq[owner.index()];
-        if seq <= *applied {
-            return Reaction::default(); // Already reflected in the last snapshot.
-        }
-        *applied = seq;
+        let Some(change) = self.gate.admit(owner, seq, change) else { return Reaction::default() };
         let query = Arc::clone(&self.query);
         match &mut self.rows {
             Rows::Keys(keys) => Reaction { updates: apply_to_keys(keys, change).into_iter().collect(), refill: false },

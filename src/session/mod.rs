@@ -8,6 +8,7 @@
 mod handshake;
 mod queries;
 pub mod registry;
+mod search;
 mod writes;
 
 use std::future::Future;
@@ -45,6 +46,8 @@ pub struct Session {
     /// Maps this connection is interested in (DECISIONS §3.1); withdrawn on close.
     interested: AHashSet<Arc<str>>,
     queries: AHashMap<String, QuerySubscription>,
+    /// Live searches by subscription id -> the node's local number.
+    searches: AHashMap<String, u64>,
     limits: DecodeLimits,
     /// Scratch buffer for encoding replies; its capacity is kept between messages.
     encode_buffer: Vec<u8>,
@@ -70,6 +73,7 @@ impl Session {
             auth: if jwt_mode { AuthState::Pending } else { AuthState::Authenticated(Principal::anonymous()) },
             interested: AHashSet::new(),
             queries: AHashMap::new(),
+            searches: AHashMap::new(),
             limits,
             encode_buffer: Vec::with_capacity(1024),
         };
@@ -135,6 +139,7 @@ impl Session {
                 Family::Liveness => self.on_ping(message),
                 Family::Writes => self.on_write(message).await,
                 Family::Queries => self.on_query(message).await,
+                Family::Search => self.on_search(message).await,
                 Family::Envelope if allow_envelope => self.on_batch_envelope(message).await,
                 Family::Envelope => self.send_error(400, "malformed message: BATCH inside BATCH".into()),
                 Family::Ignored => {}
@@ -189,6 +194,7 @@ impl Session {
     pub async fn close(self) {
         let locals = self.queries.values().map(|subscription| subscription.local).collect();
         self.node.unsubscribe_live(locals).await;
+        self.node.unsubscribe_search(self.searches.values().copied().collect()).await;
         let maps: Vec<Arc<str>> = self.interested.into_iter().collect();
         self.node.close_conn(self.conn, maps).await;
     }

@@ -15,6 +15,8 @@ pub enum Family {
     Writes,
     /// `QUERY_SUB`, `QUERY_UNSUB` (`queries`).
     Queries,
+    /// `SEARCH`, `SEARCH_SUB`, `SEARCH_UNSUB` (`search`).
+    Search,
     /// The inbound `BATCH` envelope: each inner message is dispatched in order.
     Envelope,
     /// Messages the protocol lets a server ignore without a reply (PROTOCOL §4.4, §4.5):
@@ -35,6 +37,9 @@ const TABLE: &[(MessageType, Family)] = &[
     (MessageType::OpBatch, Family::Writes),
     (MessageType::QuerySub, Family::Queries),
     (MessageType::QueryUnsub, Family::Queries),
+    (MessageType::Search, Family::Search),
+    (MessageType::SearchSub, Family::Search),
+    (MessageType::SearchUnsub, Family::Search),
     (MessageType::Batch, Family::Envelope),
     (MessageType::ClientApplyAck, Family::Ignored),
     (MessageType::QuerySyncInit, Family::Ignored),

@@ -13,6 +13,8 @@ use crate::limits::{CLOCK_DRIFT_MS_MAX, QUERY_SNAPSHOT_ROWS_MAX};
 use crate::model::{LwwRecord, OrRecord, Timestamp};
 use crate::protocol::{ClientOp, OpKind};
 use crate::query::{Query, ResolvedCursor};
+use crate::search::index::SearchIndex;
+use crate::search::{Hit, TermStats};
 
 /// What happened to one op on its owner shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,11 +55,13 @@ pub struct ShardData {
     hlc: Hlc,
     lww: AHashMap<Arc<str>, LwwMap>,
     or: AHashMap<Arc<str>, OrMap>,
+    /// Full-text indexes of the LWW maps that have been searched (DECISIONS §6.1).
+    search: AHashMap<Arc<str>, SearchIndex>,
 }
 
 impl ShardData {
     pub fn new(node_id: &str) -> ShardData {
-        ShardData { hlc: Hlc::new(node_id), lww: AHashMap::new(), or: AHashMap::new() }
+        ShardData { hlc: Hlc::new(node_id), lww: AHashMap::new(), or: AHashMap::new(), search: AHashMap::new() }
     }
 
     /// The shard clock's `now`, for server-side timestamps.
@@ -95,11 +99,11 @@ impl ShardData {
                 if let Err(rejected) = self.admit(&record.timestamp, wall_ms) {
                     return (rejected, None);
                 }
-                self.merge_lww(&map_name, key, record)
+                self.merge_lww(&map_name, key, record, wall_ms)
             }
             OpKind::Remove { record: None } => {
                 let record = LwwRecord { value: None, timestamp: self.hlc.now(wall_ms), ttl_ms: None };
-                self.merge_lww(&map_name, key, record)
+                self.merge_lww(&map_name, key, record, wall_ms)
             }
             OpKind::OrAdd(record) => {
                 if let Err(rejected) = self.admit(&record.timestamp, wall_ms) {
@@ -124,11 +128,14 @@ impl ShardData {
         }
     }
 
-    fn merge_lww(&mut self, map_name: &str, key: String, record: LwwRecord) -> (OpOutcome, Option<ChangeEvent>) {
+    fn merge_lww(&mut self, map_name: &str, key: String, record: LwwRecord, wall_ms: u64) -> (OpOutcome, Option<ChangeEvent>) {
         let map = self.map_name(map_name);
         let lww = self.lww.entry(Arc::clone(&map)).or_default();
         match lww.merge(&key, record.clone()) {
             LwwMerge::Applied { previous } => {
+                if let Some(index) = self.search.get_mut(&map) {
+                    index_record(index, &key, &record, wall_ms);
+                }
                 let change = if record.is_tombstone() { Change::Remove(record) } else { Change::Put(record) };
                 (OpOutcome::Applied, Some(ChangeEvent { map, key, change, previous }))
             }
@@ -159,6 +166,27 @@ impl ShardData {
         rows.append(&mut found);
     }
 
+    /// This shard's share of `map`'s search statistics for `terms`. The first search of a map
+    /// builds its index from the records this shard holds; from then on writes keep it current.
+    pub fn search_stats(&mut self, map: &str, terms: &[String], wall_ms: u64) -> TermStats {
+        let name = self.map_name(map);
+        if !self.search.contains_key(map) {
+            let mut index = SearchIndex::default();
+            if let Some(lww) = self.lww.get(map) {
+                for (key, record) in lww.iter() {
+                    index_record(&mut index, key, record, wall_ms);
+                }
+            }
+            self.search.insert(name, index);
+        }
+        self.search[map].stats(terms)
+    }
+
+    /// This shard's best hits for `terms` scored with the global `stats`.
+    pub fn search_top(&self, map: &str, terms: &[String], stats: &TermStats, limit: usize, min_score: f64) -> Vec<Hit> {
+        self.search.get(map).map(|index| index.top(terms, stats, limit, min_score)).unwrap_or_default()
+    }
+
     pub fn lww_map(&self, map: &str) -> Option<&LwwMap> {
         self.lww.get(map)
     }
@@ -178,5 +206,14 @@ fn keep_best(query: &Query, rows: &mut Vec<Row>, keep: usize) {
     if rows.len() > keep {
         rows.select_nth_unstable_by(keep - 1, |a, b| query.compare((&a.0, &a.1), (&b.0, &b.1)));
         rows.truncate(keep);
+    }
+}
+
+/// Puts a record's live value into a search index (or takes the key out).
+fn index_record(index: &mut SearchIndex, key: &str, record: &LwwRecord, wall_ms: u64) {
+    let live = record.value.as_ref().filter(|_| record.is_live(wall_ms));
+    match live.and_then(|bytes| rmpv::decode::read_value(&mut &bytes[..]).ok().map(|value| (value, bytes))) {
+        Some((value, bytes)) => index.update(key, Some((&value, bytes))),
+        None => index.update(key, None),
     }
 }
