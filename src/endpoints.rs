@@ -39,10 +39,13 @@ pub async fn answer(node: &Node, stream: &mut TcpStream, head: RequestHead) {
     let _ = respond(stream, status, content_type, &body).await;
 }
 
+/// One metric: name, Prometheus type, help text, and how to read it from a shard's stats.
+type MetricFamily = (&'static str, &'static str, &'static str, fn(&ShardStats) -> u64);
+
 /// Prometheus text exposition of every shard's counters, labelled by shard.
 pub fn render_metrics(per_shard: &[ShardStats]) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&ShardStats) -> u64); 14] = [
+    let families: [MetricFamily; 14] = [
         ("shardgrid_connections", "gauge", "Open WebSocket connections.", |s| s.connections),
         ("shardgrid_connections_accepted_total", "counter", "WebSocket connections accepted.", |s| s.connections_accepted),
         ("shardgrid_messages_received_total", "counter", "Client messages received.", |s| s.messages_received),

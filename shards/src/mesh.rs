@@ -59,6 +59,9 @@ pub struct MeshStats {
     pub queue_full_waits: u64,
 }
 
+/// A shard's receiving ends, indexed by peer (`None` at its own index): requests, replies.
+type Receivers<Req, Rep> = (Vec<Option<ConnectedReceiver<Envelope<Req>>>>, Vec<Option<ConnectedReceiver<(u64, Rep)>>>);
+
 /// One shard's end of the mesh. Lives on its shard, behind an `Rc`.
 pub struct Mesh<Req: Send + 'static, Rep: Send + 'static, H> {
     me: ShardId,
@@ -66,7 +69,7 @@ pub struct Mesh<Req: Send + 'static, Rep: Send + 'static, H> {
     /// Indexed by peer shard; `None` at our own index.
     requests: Vec<Option<ConnectedSender<Envelope<Req>>>>,
     replies: Vec<Option<ConnectedSender<(u64, Rep)>>>,
-    receivers: RefCell<Option<(Vec<Option<ConnectedReceiver<Envelope<Req>>>>, Vec<Option<ConnectedReceiver<(u64, Rep)>>>)>>,
+    receivers: RefCell<Option<Receivers<Req, Rep>>>,
     handler: OnceCell<Rc<H>>,
     pending: RefCell<PendingCalls<Rep>>,
     stats: Cell<MeshStats>,
@@ -312,10 +315,8 @@ impl<Rep> PendingCalls<Rep> {
 
     fn complete(&mut self, call_id: u64, reply: Rep) {
         let Some(slot) = self.slot(call_id) else { return };
-        if let SlotState::Waiting(waker) = std::mem::replace(&mut slot.state, SlotState::Ready(reply)) {
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+        if let SlotState::Waiting(Some(waker)) = std::mem::replace(&mut slot.state, SlotState::Ready(reply)) {
+            waker.wake();
         }
     }
 

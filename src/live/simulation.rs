@@ -177,7 +177,6 @@ fn run(seed: u64, shard_count: usize, query_value: &Value) {
                     owners.iter_mut().for_each(|owner| owner.requests.push_back(false));
                 }
             }
-            _ => {}
         }
     }
     // Drain: owners answer every request and the subscriber receives everything.
