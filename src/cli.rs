@@ -5,9 +5,12 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use clap::Parser;
 use shardgrid_shards::CoreSet;
 
+use crate::acl::{Acl, Policy};
 use crate::limits;
 
 #[derive(Parser, Debug, Clone)]
@@ -37,8 +40,19 @@ pub struct Args {
     pub node_id: Option<String>,
 
     /// HS256 secret that client JWTs are signed with.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, conflicts_with = "jwt_secret_file")]
     pub jwt_secret: Option<String>,
+
+    /// A file holding the HS256 secret (surrounding whitespace is ignored), so the secret stays
+    /// out of the process list.
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Access-control file (TOML): which JWT roles may read, write, remove, subscribe, publish,
+    /// lock or administer which maps, topics, locks and counters. Without it, every
+    /// authenticated connection may do everything. Format: README.md, "Access control".
+    #[arg(long)]
+    pub acl: Option<PathBuf>,
 
     /// Development mode: accept every connection without a token (an `AUTH` is still answered
     /// with `AUTH_ACK`). Also enabled by TOPGUN_NO_AUTH=1.
@@ -79,6 +93,29 @@ pub struct Args {
     #[arg(long, default_value_t = limits::CONNECTIONS_PER_SHARD_DEFAULT)]
     pub max_connections_per_shard: usize,
 
+    /// Connections the whole server accepts at once, split evenly over the shards (each shard
+    /// takes at most this divided by the shard count, rounded up, and at most
+    /// --max-connections-per-shard).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+
+    /// Ops one OP_BATCH may carry; a larger batch gets ERROR 413 and nothing is applied.
+    #[arg(long, default_value_t = limits::OPS_PER_BATCH_MAX)]
+    pub max_ops_per_batch: usize,
+
+    /// Bytes of one record value; a larger value's op is rejected with OP_REJECTED 413.
+    #[arg(long, default_value_t = limits::VALUE_BYTES_MAX_DEFAULT)]
+    pub max_value_bytes: usize,
+
+    /// Live queries and searches one connection may hold.
+    #[arg(long, default_value_t = limits::SUBSCRIPTIONS_PER_CONNECTION_MAX)]
+    pub max_subscriptions_per_connection: usize,
+
+    /// Sustained ops per second one connection may send (an OP_BATCH costs its op count, any
+    /// other message 1); bursts up to twice this. Over it: ERROR 429 and the message is dropped.
+    #[arg(long, default_value_t = limits::RATE_OPS_PER_SECOND_DEFAULT)]
+    pub rate_limit_ops: u64,
+
     /// KiB of registered io_uring buffer memory per shard. This is locked memory: the total over
     /// all shards must fit in `ulimit -l` (see tuning.md).
     #[arg(long, default_value_t = limits::IO_MEMORY_BYTES_DEFAULT / 1024)]
@@ -113,7 +150,12 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     pub outbound_queue_bytes: usize,
     pub max_connections_per_shard: usize,
+    pub max_ops_per_batch: usize,
+    pub max_value_bytes: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub rate_limit_ops: u64,
     pub io_memory_bytes: usize,
+    pub policy: Arc<Policy>,
 }
 
 /// A configuration the server refuses to start with; the CLI prints it and exits with code 2.
@@ -133,6 +175,12 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--cores names {0} shards; at most {1} are supported (one per partition)")]
     TooManyShards(usize, usize),
+    #[error("--jwt-secret-file {path}: {source}")]
+    SecretFile { path: String, source: std::io::Error },
+    #[error("--jwt-secret-file {0} is empty")]
+    EmptySecretFile(String),
+    #[error("--acl: {0}")]
+    Acl(#[from] crate::acl::AclError),
 }
 
 fn env_flag(name: &str) -> bool {
@@ -162,7 +210,23 @@ impl Args {
         if cores.shard_count() > partitions {
             return Err(ConfigError::TooManyShards(cores.shard_count(), partitions));
         }
-        let auth = match (self.no_auth || env_flag("TOPGUN_NO_AUTH"), self.jwt_secret) {
+        let file_secret = match &self.jwt_secret_file {
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile { path: shown.clone(), source })?;
+                let secret = text.trim().to_string();
+                if secret.is_empty() {
+                    return Err(ConfigError::EmptySecretFile(shown));
+                }
+                Some(secret)
+            }
+            None => None,
+        };
+        let policy = match &self.acl {
+            Some(path) => Policy::Rules(Acl::load(path)?),
+            None => Policy::AllowAll,
+        };
+        let auth = match (self.no_auth || env_flag("TOPGUN_NO_AUTH"), self.jwt_secret.or(file_secret)) {
             (_, Some(secret)) if !secret.is_empty() && !self.no_auth => AuthMode::Jwt { secret },
             (true, _) => AuthMode::NoAuth,
             _ => return Err(ConfigError::NoSecret),
@@ -187,12 +251,21 @@ impl Args {
             ("outbound-queue-bytes", self.outbound_queue_bytes),
             ("max-connections-per-shard", self.max_connections_per_shard),
             ("max-nesting-depth", self.max_nesting_depth),
+            ("max-ops-per-batch", self.max_ops_per_batch),
+            ("max-value-bytes", self.max_value_bytes),
+            ("max-subscriptions-per-connection", self.max_subscriptions_per_connection),
+            ("rate-limit-ops", self.rate_limit_ops as usize),
+            ("max-connections", self.max_connections.unwrap_or(1)),
             ("io-memory-kib", self.io_memory_kib),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
         }
+        let max_connections_per_shard = match self.max_connections {
+            Some(total) => total.div_ceil(cores.shard_count()).min(self.max_connections_per_shard),
+            None => self.max_connections_per_shard,
+        };
         Ok(Config {
             cores,
             host: self.host,
@@ -206,7 +279,12 @@ impl Args {
             auth_timeout_ms: self.auth_timeout_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             outbound_queue_bytes: self.outbound_queue_bytes,
-            max_connections_per_shard: self.max_connections_per_shard,
+            max_connections_per_shard,
+            max_ops_per_batch: self.max_ops_per_batch,
+            max_value_bytes: self.max_value_bytes,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            rate_limit_ops: self.rate_limit_ops,
+            policy: Arc::new(policy),
             io_memory_bytes: self.io_memory_kib * 1024,
         })
     }

@@ -1,6 +1,7 @@
 //! shardgrid: a thread-per-core, shared-nothing real-time data grid speaking the TopGun client
 //! protocol. See ARCHITECTURE.md for the code map.
 
+pub mod acl;
 pub mod auth;
 pub mod cli;
 pub mod crdt;

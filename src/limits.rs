@@ -49,7 +49,13 @@ pub const CLOCK_DRIFT_MS_MAX: u64 = 60_000;
 
 /// Query snapshot rows gathered per query (PROTOCOL §6.9 reference cap).
 pub const QUERY_SNAPSHOT_ROWS_MAX: usize = 10_000;
-/// Live query subscriptions per connection.
+/// Default for `--max-value-bytes`: one record value, encoded.
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Default for `--rate-limit-ops`: sustained ops per second per connection (PROTOCOL §1.2).
+pub const RATE_OPS_PER_SECOND_DEFAULT: u64 = 20_000;
+/// A connection may burst this many seconds' worth of its rate.
+pub const RATE_BURST_SECONDS: u64 = 2;
+/// Default for `--max-subscriptions-per-connection`: live queries and searches per connection.
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1_024;
 /// Length of a map name, in bytes.
 pub const MAP_NAME_BYTES_MAX: usize = 1_024;

@@ -5,6 +5,7 @@
 //! registry to the handler families in the submodules. Messages take effect one at a time in
 //! the order they arrived (DECISIONS §2.2).
 
+mod access;
 mod handshake;
 mod queries;
 pub mod registry;
@@ -51,6 +52,9 @@ pub struct Session {
     limits: DecodeLimits,
     /// Scratch buffer for encoding replies; its capacity is kept between messages.
     encode_buffer: Vec<u8>,
+    /// Token bucket of the per-connection rate limit: ops available, refilled with time.
+    rate_tokens: f64,
+    rate_refilled: std::time::Instant,
 }
 
 impl Session {
@@ -66,6 +70,7 @@ impl Session {
         let conn = node.open_conn(Rc::clone(&outbox), deadline_ms);
         node.set_deadline(conn, deadline_ms, reason);
         let limits = DecodeLimits { max_depth: node.config.max_nesting_depth };
+        let rate_burst = (node.config.rate_limit_ops * crate::limits::RATE_BURST_SECONDS) as f64;
         let mut session = Session {
             node,
             conn,
@@ -76,6 +81,8 @@ impl Session {
             searches: AHashMap::new(),
             limits,
             encode_buffer: Vec::with_capacity(1024),
+            rate_tokens: rate_burst,
+            rate_refilled: std::time::Instant::now(),
         };
         if jwt_mode {
             // PROTOCOL §3.1: sent immediately, before reading anything.
@@ -134,6 +141,9 @@ impl Session {
             if !self.is_authenticated() && !matches!(family, Family::Handshake | Family::Liveness) {
                 return; // DECISIONS §5: ignored before auth, no reply.
             }
+            if let Err((code, text)) = self.admit(&message) {
+                return self.send_error(code, text);
+            }
             match family {
                 Family::Handshake => self.on_handshake(message),
                 Family::Liveness => self.on_ping(message),
@@ -181,6 +191,37 @@ impl Session {
             error: Some("SQL queries are not supported by this server".into()),
             code: Some("FEATURE_DISABLED".into()),
         });
+    }
+
+    /// The checks every authenticated message passes before its handler runs: the rate limit
+    /// (PROTOCOL §1.2: an OP_BATCH costs its op count) and the access policy (a denied message
+    /// hops nowhere and applies nothing). Returns the ERROR to send instead.
+    fn admit(&mut self, message: &ClientMessage) -> Result<(), (u16, String)> {
+        let AuthState::Authenticated(principal) = &self.auth else { return Ok(()) };
+        let cost = match message {
+            ClientMessage::OpBatch { ops, .. } => ops.len().max(1) as f64,
+            _ => 1.0,
+        };
+        let rate = self.node.config.rate_limit_ops as f64;
+        let burst = rate * crate::limits::RATE_BURST_SECONDS as f64;
+        let now = std::time::Instant::now();
+        self.rate_tokens = (self.rate_tokens + now.duration_since(self.rate_refilled).as_secs_f64() * rate).min(burst);
+        self.rate_refilled = now;
+        if cost > self.rate_tokens {
+            return Err((429, "rate limit exceeded, slow down".into()));
+        }
+        self.rate_tokens -= cost;
+        let mut needs = Vec::new();
+        access::required(message, &mut needs);
+        for need in &needs {
+            self.node.config.policy.check(principal, need).map_err(|denied| (403, denied.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this connection holds as many live queries and searches as it may.
+    fn at_subscription_limit(&self) -> bool {
+        self.queries.len() + self.searches.len() >= self.node.config.max_subscriptions_per_connection
     }
 
     /// Makes this connection interested in `map` (DECISIONS §3.1).

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{QuerySubscription, Session};
-use crate::limits::{MAP_NAME_BYTES_MAX, SUBSCRIPTIONS_PER_CONNECTION_MAX};
+use crate::limits::MAP_NAME_BYTES_MAX;
 use crate::node::wall_ms;
 use crate::protocol::{ClientMessage, CursorStatus, QueryResp, ServerMessage};
 use crate::query::{self, Query};
@@ -49,8 +49,9 @@ impl Session {
         };
         // Re-using a queryId replaces the subscription (the client re-sends every QUERY_SUB
         // after a reconnect), so only new ids count toward the bound.
-        if !self.queries.contains_key(&query_id) && self.queries.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
-            return self.send_error(429, format!("too many subscriptions on this connection (max {SUBSCRIPTIONS_PER_CONNECTION_MAX})"));
+        if !self.queries.contains_key(&query_id) && self.at_subscription_limit() {
+            let max = self.node.config.max_subscriptions_per_connection;
+            return self.send_error(429, format!("too many subscriptions on this connection (max {max})"));
         }
         // Re-using a queryId replaces the subscription (PROTOCOL §4.5).
         if let Some(previous) = self.queries.remove(&query_id) {

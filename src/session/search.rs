@@ -46,6 +46,10 @@ impl Session {
                     Ok(bounds) => bounds,
                     Err(error) => return self.send_search_error(subscription_id, error),
                 };
+                if !self.searches.contains_key(&subscription_id) && self.at_subscription_limit() {
+                    let max = self.node.config.max_subscriptions_per_connection;
+                    return self.send_search_error(subscription_id, format!("too many subscriptions on this connection (max {max})"));
+                }
                 if let Some(previous) = self.searches.remove(&subscription_id) {
                     self.node.unsubscribe_search(vec![previous]).await;
                 }

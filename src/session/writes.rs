@@ -5,22 +5,31 @@
 use std::sync::Arc;
 
 use super::Session;
-use crate::limits::{KEY_BYTES_MAX, MAP_NAME_BYTES_MAX, OPS_PER_BATCH_MAX};
+use crate::limits::{KEY_BYTES_MAX, MAP_NAME_BYTES_MAX};
 use crate::model::WriteConcern;
-use crate::protocol::{ClientMessage, ClientOp, OpResult, ServerMessage};
+use crate::protocol::{ClientMessage, ClientOp, OpKind, OpResult, ServerMessage};
 use crate::shard::OpOutcome;
 
 /// The level every applied write reaches with the memory backend. `PERSISTED` is never
 /// claimed (DECISIONS §4.6).
 const ACHIEVED_LEVEL: WriteConcern = WriteConcern::Applied;
 
-/// Why an op is refused before it is routed, if it is.
-fn check_op(op: &ClientOp) -> Result<(), String> {
+/// Why an op is refused before it is routed, if it is: (reason, code).
+fn check_op(op: &ClientOp, value_bytes_max: usize) -> Result<(), (String, u16)> {
     if op.map_name.is_empty() || op.map_name.len() > MAP_NAME_BYTES_MAX {
-        return Err(format!("map name must be 1 to {MAP_NAME_BYTES_MAX} bytes"));
+        return Err((format!("map name must be 1 to {MAP_NAME_BYTES_MAX} bytes"), 400));
     }
     if op.key.len() > KEY_BYTES_MAX {
-        return Err(format!("key longer than {KEY_BYTES_MAX} bytes"));
+        return Err((format!("key longer than {KEY_BYTES_MAX} bytes"), 400));
+    }
+    let value_len = match &op.kind {
+        OpKind::Put(record) => record.value.as_ref().map_or(0, |value| value.len()),
+        OpKind::OrAdd(record) => record.value.len(),
+        // Removes are never size-checked (PROTOCOL §7).
+        OpKind::Remove { .. } | OpKind::OrRemove { .. } | OpKind::Noop => 0,
+    };
+    if value_len > value_bytes_max {
+        return Err((format!("value of {value_len} bytes exceeds the limit of {value_bytes_max}"), 413));
     }
     Ok(())
 }
@@ -32,8 +41,9 @@ impl Session {
             ClientMessage::OpBatch { ops, write_concern, .. } => (ops, write_concern),
             _ => unreachable!("registry routes only CLIENT_OP and OP_BATCH here"),
         };
-        if ops.len() > OPS_PER_BATCH_MAX {
-            return self.send_error(413, format!("batch exceeds maximum op count ({OPS_PER_BATCH_MAX})"));
+        let ops_max = self.node.config.max_ops_per_batch;
+        if ops.len() > ops_max {
+            return self.send_error(413, format!("batch exceeds maximum op count ({ops_max})"));
         }
         // The ack names the batch's last op (PROTOCOL §4.2); "unknown" when it has no id.
         let last_id = ops.last().and_then(|op| op.id.clone()).unwrap_or_else(|| "unknown".to_string());
@@ -44,12 +54,12 @@ impl Session {
         let mut routed = Vec::with_capacity(ops.len());
         let mut routed_positions = Vec::with_capacity(ops.len());
         for (position, op) in ops.into_iter().enumerate() {
-            match check_op(&op) {
+            match check_op(&op, self.node.config.max_value_bytes) {
                 Ok(()) => {
                     routed_positions.push(position);
                     routed.push(op);
                 }
-                Err(reason) => outcomes[position] = Some(OpOutcome::Rejected { reason, code: 400 }),
+                Err((reason, code)) => outcomes[position] = Some(OpOutcome::Rejected { reason, code }),
             }
         }
         // A write makes the writer interested in its maps (DECISIONS §3.1); the announcement
