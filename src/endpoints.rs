@@ -45,7 +45,7 @@ type MetricFamily = (&'static str, &'static str, &'static str, fn(&ShardStats) -
 /// Prometheus text exposition of every shard's counters, labelled by shard.
 pub fn render_metrics(per_shard: &[ShardStats]) -> String {
     let mut out = String::new();
-    let families: [MetricFamily; 14] = [
+    let families: [MetricFamily; 20] = [
         ("shardgrid_connections", "gauge", "Open WebSocket connections.", |s| s.connections),
         ("shardgrid_connections_accepted_total", "counter", "WebSocket connections accepted.", |s| s.connections_accepted),
         ("shardgrid_messages_received_total", "counter", "Client messages received.", |s| s.messages_received),
@@ -58,6 +58,12 @@ pub fn render_metrics(per_shard: &[ShardStats]) -> String {
         ("shardgrid_slow_consumers_closed_total", "counter", "Connections closed as slow consumers.", |s| s.slow_consumers_closed),
         ("shardgrid_errors_sent_total", "counter", "ERROR replies sent.", |s| s.errors_sent),
         ("shardgrid_records", "gauge", "LWW records (tombstones included) held.", |s| s.records),
+        ("shardgrid_topic_messages_delivered_total", "counter", "TOPIC_MESSAGE frames queued to connections.", |s| s.topic_messages_delivered),
+        ("shardgrid_lock_grants_total", "counter", "Locks granted (at once or to a waiting request).", |s| s.lock_grants),
+        ("shardgrid_locks_held", "gauge", "Locks held on this owner shard.", |s| s.locks_held),
+        ("shardgrid_lock_waiters", "gauge", "Lock requests waiting on this owner shard.", |s| s.lock_waiters),
+        ("shardgrid_journal_events", "gauge", "Journal events kept by this shard.", |s| s.journal_events),
+        ("shardgrid_journal_events_delivered_total", "counter", "JOURNAL_EVENT frames queued to connections.", |s| s.journal_events_delivered),
         ("shardgrid_hops_sent_total", "counter", "Requests sent to other shards.", |s| s.mesh.hops_sent),
         ("shardgrid_queue_full_waits_total", "counter", "Sends that waited on a full mesh queue.", |s| s.mesh.queue_full_waits),
     ];

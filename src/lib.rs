@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod auth;
 pub mod cli;
+pub mod coord;
 pub mod crdt;
 pub mod endpoints;
 pub mod hash;

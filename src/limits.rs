@@ -65,3 +65,43 @@ pub const KEY_BYTES_MAX: usize = 4_096;
 const _: () = assert!(FRAME_BYTES_FLOOR <= FRAME_BYTES_MAX_DEFAULT);
 const _: () = assert!(PEER_QUEUE_DEPTH.is_power_of_two());
 const _: () = assert!(TIMEOUT_SWEEP_INTERVAL_MS < AUTH_TIMEOUT_MS_DEFAULT);
+
+/// Length of a topic or lock name, in characters of `[A-Za-z0-9_\-.:/]` (PROTOCOL §6.11, §6.12).
+pub const COORD_NAME_CHARS_MAX: usize = 256;
+/// Length of a counter name, in bytes (the protocol sets no rule; this bounds the table's keys).
+pub const COUNTER_NAME_BYTES_MAX: usize = 1_024;
+/// Topics one connection may follow at once.
+pub const TOPICS_PER_CONNECTION_MAX: usize = 1_024;
+/// Counters one connection may be subscribed to (subscriptions last until it closes).
+pub const COUNTERS_PER_CONNECTION_MAX: usize = 1_024;
+/// Journal subscriptions one connection may hold at once.
+pub const JOURNAL_SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 64;
+
+/// Lock names one shard keeps (held, waited on, or idle and remembered for its fencing token).
+/// Past it, idle names are forgotten; their tokens stay covered by the table's token floor.
+pub const LOCK_NAMES_PER_SHARD_MAX: usize = 65_536;
+/// Requests waiting for one lock; a request past it gets `ERROR 429`.
+pub const LOCK_WAITERS_PER_LOCK_MAX: usize = 1_024;
+/// Locks one connection may hold or wait for on one owner shard at once.
+pub const LOCKS_PER_CONNECTION_MAX: usize = 1_024;
+/// A waiting `LOCK_REQUEST` gives up `ttl` plus this long after it arrives (DECISIONS §4.1: the
+/// client's own timer is `max(ttl + 5000, 5000)` ms).
+pub const LOCK_WAIT_GRACE_MS: u64 = 5_000;
+/// ...and the server drops it this much earlier, so it never grants a lock to a client whose
+/// `lock()` has already returned false (DECISIONS §4.1).
+pub const LOCK_WAIT_EARLY_DROP_MS: u64 = 250;
+/// How long the coordination timer of an idle shard sleeps before it looks again; a new lease
+/// or waiting request that is due sooner wakes it at once.
+pub const COORD_TIMER_IDLE_MS: u64 = 1_000;
+
+/// Journal events one shard keeps (PROTOCOL §4.11: the reference keeps 10 000).
+pub const JOURNAL_EVENTS_PER_SHARD_MAX: usize = 10_000;
+/// Bytes of journal events (values included) one shard keeps; the oldest go first.
+pub const JOURNAL_BYTES_PER_SHARD_MAX: usize = 64 * 1024 * 1024;
+/// `JOURNAL_READ.limit` when the client sends none (PROTOCOL §4.11).
+pub const JOURNAL_READ_LIMIT_DEFAULT: usize = 100;
+/// The most events one `JOURNAL_READ_RESPONSE` carries, whatever `limit` asks.
+pub const JOURNAL_READ_LIMIT_MAX: usize = 1_000;
+
+const _: () = assert!(LOCK_WAIT_EARLY_DROP_MS < LOCK_WAIT_GRACE_MS);
+const _: () = assert!(JOURNAL_READ_LIMIT_DEFAULT <= JOURNAL_READ_LIMIT_MAX);

@@ -28,6 +28,7 @@ use crate::search::subscriptions::{SearchChange, SearchSpec, SearchSubscriptions
 use crate::search::{Hit, TermStats};
 use crate::protocol::{encode, ChangeType, ClientOp, ServerEvent, ServerEventBody, ServerMessage};
 use crate::query::{project, Page, Query, ResolvedCursor};
+use crate::coord::service::{CoordHop, CoordReply, CoordState};
 use crate::shard::interest::Announce;
 use crate::shard::{Change, ChangeEvent, ConnId, ConnRef, Interest, OpOutcome, Row, ShardData};
 
@@ -57,6 +58,8 @@ pub enum Hop {
     SearchUnsubscribe { subs: Vec<SubKey> },
     /// Report this shard's counters. Replies `Stats`.
     Stats,
+    /// Topics, locks, counters and the journal (`coord::service`).
+    Coord(CoordHop),
 }
 
 pub enum HopReply {
@@ -67,6 +70,7 @@ pub enum HopReply {
     /// Search hits and the owner's write sequence when it scored them.
     Hits { hits: Vec<Hit>, seq: u64 },
     Stats(ShardStats),
+    Coord(CoordReply),
 }
 
 pub type ShardMesh = Mesh<Hop, HopReply, Node>;
@@ -96,6 +100,12 @@ pub struct ShardStats {
     pub slow_consumers_closed: u64,
     pub errors_sent: u64,
     pub records: u64,
+    pub topic_messages_delivered: u64,
+    pub lock_grants: u64,
+    pub locks_held: u64,
+    pub lock_waiters: u64,
+    pub journal_events: u64,
+    pub journal_events_delivered: u64,
     pub mesh: MeshStatsCopy,
 }
 
@@ -128,6 +138,12 @@ impl ShardStats {
         self.slow_consumers_closed += other.slow_consumers_closed;
         self.errors_sent += other.errors_sent;
         self.records += other.records;
+        self.topic_messages_delivered += other.topic_messages_delivered;
+        self.lock_grants += other.lock_grants;
+        self.locks_held += other.locks_held;
+        self.lock_waiters += other.lock_waiters;
+        self.journal_events += other.journal_events;
+        self.journal_events_delivered += other.journal_events_delivered;
         self.mesh.hops_sent += other.mesh.hops_sent;
         self.mesh.hops_received += other.mesh.hops_received;
         self.mesh.queue_full_waits += other.mesh.queue_full_waits;
@@ -166,6 +182,8 @@ pub struct Node {
     write_seq: Cell<u64>,
     /// This node itself, for spawning refills from `&self`.
     me: Weak<Node>,
+    /// Topics, locks, counters and the journal: this shard's share.
+    pub(crate) coord: CoordState,
     /// Owner side of live searches.
     search_subs: RefCell<SearchSubscriptions>,
     /// Subscriber side: this shard's connections' live searches, by local number.
@@ -204,6 +222,7 @@ impl Node {
         let table = PartitionTable::new(crate::hash::PARTITION_COUNT, config.cores.shard_count());
         let node = Rc::new_cyclic(|me| Node {
             me: me.clone(),
+            coord: CoordState::new(shard, config.cores.shard_count(), &config.node_id),
             search_subs: RefCell::new(SearchSubscriptions::default()),
             live_searches: RefCell::new(AHashMap::new()),
             index: RefCell::new(SubscriptionIndex::default()),
@@ -225,6 +244,11 @@ impl Node {
         });
         mesh.serve(Rc::clone(&node));
         node
+    }
+
+    /// This node as an `Rc`, for tasks spawned from `&self` (`None` once it is being dropped).
+    pub(crate) fn upgrade(&self) -> Option<Rc<Node>> {
+        self.me.upgrade()
     }
 
     /// The token verifier, or `None` in `--no-auth` mode.
@@ -351,6 +375,7 @@ impl Node {
         let seq = self.write_seq.get() + 1;
         self.write_seq.set(seq);
         if !events.is_empty() {
+            self.journal_changes(&events, now).await;
             self.fan_out(events, writer, seq, now).await;
         }
         outcomes
@@ -411,6 +436,20 @@ impl Node {
                 self.mesh.tell(ShardId(target as u16), hop).await;
             }
         }
+    }
+
+    /// Queues `frame` to local connection `conn` if it is still open; a full outbox closes it
+    /// as a slow consumer (counted). Returns whether the frame was queued.
+    pub(crate) fn push_frame(&self, conn: ConnId, frame: Bytes) -> bool {
+        let conns = self.conns.borrow();
+        let Some(entry) = conns.get(&conn) else { return false };
+        let was_open = entry.outbox.close_reason().is_none();
+        let pushed = entry.outbox.push(frame);
+        drop(conns);
+        if !pushed && was_open {
+            self.bump(|stats| stats.slow_consumers_closed += 1);
+        }
+        pushed
     }
 
     /// Pushes frames to the local connections interested in each map, except the writer.
@@ -761,6 +800,7 @@ impl Node {
         stats.records = self.data.borrow().record_count() as u64;
         stats.live_queries = self.live.borrow().len() as u64;
         stats.live_searches = self.live_searches.borrow().len() as u64;
+        (stats.locks_held, stats.lock_waiters, stats.journal_events) = self.coord.gauges();
         stats.mesh = self.mesh.stats().into();
         stats
     }
@@ -830,6 +870,7 @@ impl MeshHandler<Hop, HopReply> for Node {
                 None
             }
             Hop::Stats => Some(HopReply::Stats(self.stats())),
+            Hop::Coord(hop) => Some(HopReply::Coord(self.handle_coord(hop).await)),
         }
     }
 }

@@ -165,6 +165,18 @@ async fn serve_shard(node: Rc<Node>, context: ShardContext, chosen_port: Arc<Ato
             }
         })
     };
+    // Lock leases and waiting lock requests (coord::service): sleeps until the next deadline.
+    let coord_timer = {
+        let node = Rc::clone(&node);
+        glommio::spawn_local(async move {
+            // Endless by design: runs for the life of the shard.
+            loop {
+                let wait = Duration::from_millis(node.coord_timer_wait_ms());
+                glommio::timer::sleep(wait).or(node.coord_timer_rearmed()).await;
+                node.coord_timer_fire().await;
+            }
+        })
+    };
 
     // The accept loop is endless until shutdown.
     loop {
@@ -198,6 +210,7 @@ async fn serve_shard(node: Rc<Node>, context: ShardContext, chosen_port: Arc<Ato
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(sweeper);
+    drop(coord_timer);
     tracing::info!(shard = %context.shard, "stopped");
 }
 
@@ -240,9 +253,13 @@ fn websocket_config(node: &Node) -> WebSocketConfig {
 /// Runs one WebSocket connection: reads frames into the session in order, writes whatever the
 /// outbox holds between reads, and closes with the reason the session or the shard chose.
 async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8>) {
+    let local_addr = stream.local_addr();
     let mut socket = WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(websocket_config(&node))).await;
     let outbox = Rc::new(Outbox::new(node.config.outbound_queue_bytes));
     let mut session = Session::open(Rc::clone(&node), Rc::clone(&outbox));
+    if let Ok(address) = local_addr {
+        session.set_local_addr(address);
+    }
     let mut pending = Vec::new();
     let close = loop {
         if !outbox.is_empty() {

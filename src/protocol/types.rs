@@ -96,7 +96,8 @@ impl JournalEventType {
 /// One applied write as the event journal reports it (PROTOCOL.md §4.11 `JournalEvent`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalEvent {
-    /// Starts at 1 and grows by one per journaled write; sent as a decimal string.
+    /// Unique and increasing, sent as a decimal string; how shardgrid numbers events across
+    /// shards (not densely) is `coord::journal`'s module doc.
     pub sequence: u64,
     pub event_type: JournalEventType,
     pub map_name: String,

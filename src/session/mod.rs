@@ -5,11 +5,17 @@
 //! registry to the handler families in the submodules. Messages take effect one at a time in
 //! the order they arrived (DECISIONS §2.2).
 
+mod cluster;
+mod coordination;
+mod counters;
 mod access;
 mod handshake;
+mod journal;
+mod locks;
 mod queries;
 pub mod registry;
 mod search;
+mod topics;
 mod writes;
 
 use std::future::Future;
@@ -49,6 +55,8 @@ pub struct Session {
     queries: AHashMap<String, QuerySubscription>,
     /// Live searches by subscription id -> the node's local number.
     searches: AHashMap<String, u64>,
+    /// Topics, counters, journal subscriptions and lock owners of this connection.
+    coord: coordination::CoordSession,
     limits: DecodeLimits,
     /// Scratch buffer for encoding replies; its capacity is kept between messages.
     encode_buffer: Vec<u8>,
@@ -79,6 +87,7 @@ impl Session {
             interested: AHashSet::new(),
             queries: AHashMap::new(),
             searches: AHashMap::new(),
+            coord: coordination::CoordSession::default(),
             limits,
             encode_buffer: Vec::with_capacity(1024),
             rate_tokens: rate_burst,
@@ -150,6 +159,11 @@ impl Session {
                 Family::Writes => self.on_write(message).await,
                 Family::Queries => self.on_query(message).await,
                 Family::Search => self.on_search(message).await,
+                Family::Topics => self.on_topic(message).await,
+                Family::Locks => self.on_lock(message).await,
+                Family::Counters => self.on_counter(message).await,
+                Family::Journal => self.on_journal(message).await,
+                Family::Cluster => self.on_cluster(message),
                 Family::Envelope if allow_envelope => self.on_batch_envelope(message).await,
                 Family::Envelope => self.send_error(400, "malformed message: BATCH inside BATCH".into()),
                 Family::Ignored => {}
@@ -232,7 +246,8 @@ impl Session {
     }
 
     /// Unregisters the connection and withdraws its interest on every shard.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
+        self.close_coordination().await;
         let locals = self.queries.values().map(|subscription| subscription.local).collect();
         self.node.unsubscribe_live(locals).await;
         self.node.unsubscribe_search(self.searches.values().copied().collect()).await;

@@ -17,6 +17,16 @@ pub enum Family {
     Queries,
     /// `SEARCH`, `SEARCH_SUB`, `SEARCH_UNSUB` (`search`).
     Search,
+    /// `TOPIC_SUB`, `TOPIC_UNSUB`, `TOPIC_PUB` (`topics`).
+    Topics,
+    /// `LOCK_REQUEST`, `LOCK_RELEASE` (`locks`).
+    Locks,
+    /// `COUNTER_REQUEST`, `COUNTER_SYNC` (`counters`).
+    Counters,
+    /// `JOURNAL_SUBSCRIBE`, `JOURNAL_UNSUBSCRIBE`, `JOURNAL_READ` (`journal`).
+    Journal,
+    /// `PARTITION_MAP_REQUEST` (`cluster`).
+    Cluster,
     /// The inbound `BATCH` envelope: each inner message is dispatched in order.
     Envelope,
     /// Messages the protocol lets a server ignore without a reply (PROTOCOL §4.4, §4.5):
@@ -40,6 +50,17 @@ const TABLE: &[(MessageType, Family)] = &[
     (MessageType::Search, Family::Search),
     (MessageType::SearchSub, Family::Search),
     (MessageType::SearchUnsub, Family::Search),
+    (MessageType::TopicSub, Family::Topics),
+    (MessageType::TopicUnsub, Family::Topics),
+    (MessageType::TopicPub, Family::Topics),
+    (MessageType::LockRequest, Family::Locks),
+    (MessageType::LockRelease, Family::Locks),
+    (MessageType::CounterRequest, Family::Counters),
+    (MessageType::CounterSync, Family::Counters),
+    (MessageType::JournalSubscribe, Family::Journal),
+    (MessageType::JournalUnsubscribe, Family::Journal),
+    (MessageType::JournalRead, Family::Journal),
+    (MessageType::PartitionMapRequest, Family::Cluster),
     (MessageType::Batch, Family::Envelope),
     (MessageType::ClientApplyAck, Family::Ignored),
     (MessageType::QuerySyncInit, Family::Ignored),
@@ -62,6 +83,7 @@ mod tests {
             assert!(TABLE[index + 1..].iter().all(|(other, _)| other != message_type), "{message_type:?} twice");
         }
         assert_eq!(family(MessageType::OpBatch), Family::Writes);
-        assert_eq!(family(MessageType::TopicPub), Family::NotImplemented);
+        assert_eq!(family(MessageType::TopicPub), Family::Topics);
+        assert_eq!(family(MessageType::HybridQuerySubscribe), Family::NotImplemented);
     }
 }
