@@ -16,6 +16,7 @@ pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod query;
+pub mod scripting;
 pub mod search;
 pub mod server;
 pub mod session;

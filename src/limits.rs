@@ -105,3 +105,42 @@ pub const JOURNAL_READ_LIMIT_MAX: usize = 1_000;
 
 const _: () = assert!(LOCK_WAIT_EARLY_DROP_MS < LOCK_WAIT_GRACE_MS);
 const _: () = assert!(JOURNAL_READ_LIMIT_DEFAULT <= JOURNAL_READ_LIMIT_MAX);
+
+/// Default for `--processor-cpu-ms`: time one entry-processor or resolver call may run before
+/// the engine interrupts it (DECISIONS §7.2: well inside the client's 30 s timeout).
+pub const PROCESSOR_CPU_MS_DEFAULT: u64 = 1_000;
+/// Default for `--processor-memory-mib`: the script engine's heap during one call.
+pub const PROCESSOR_MEMORY_MIB_DEFAULT: usize = 32;
+/// The smallest `--processor-memory-mib`: below it the engine cannot even set up a call.
+pub const PROCESSOR_MEMORY_MIB_MIN: usize = 4;
+/// Native stack the script engine may use (deep JS recursion ends in a RangeError first).
+pub const SCRIPT_STACK_BYTES_MAX: usize = 256 * 1024;
+/// Bytes of a script's error text sent back or logged (a thrown string can be any size).
+pub const SCRIPT_ERROR_BYTES_MAX: usize = 1_024;
+/// Bytes the script engine may still hold after a failed call and a garbage collection before
+/// it is dropped and rebuilt (an idle engine holds a few hundred KiB).
+pub const SCRIPT_RESET_BYTES: usize = 2 * 1024 * 1024;
+/// Length of a processor's or resolver's `name`, in UTF-16 units as JS counts (PROTOCOL §4.10).
+pub const SCRIPT_NAME_CHARS_MAX: usize = 100;
+/// Length of an entry processor's `code` (PROTOCOL §4.10).
+pub const PROCESSOR_CODE_CHARS_MAX: usize = 10_000;
+/// Length of a conflict resolver's `code` (PROTOCOL §4.10).
+pub const RESOLVER_CODE_CHARS_MAX: usize = 50_000;
+/// Keys of one `ENTRY_PROCESS_BATCH`.
+pub const PROCESS_BATCH_KEYS_MAX: usize = 1_000;
+/// The keys of one `ENTRY_PROCESS_BATCH` on one owner shard share this many calls' worth of
+/// CPU time, so a slow processor over many keys cannot hold a shard for minutes; keys past the
+/// budget fail.
+pub const PROCESS_BATCH_BUDGET_CALLS: u32 = 5;
+/// Times a processor runs on one key when the entry keeps changing between its read and its
+/// write (possible only while storage back-pressure makes the write wait).
+pub const PROCESS_ATTEMPTS_MAX: usize = 3;
+/// Resolvers registered on one map (the TopGun server's cap).
+pub const RESOLVERS_PER_MAP_MAX: usize = 100;
+/// Resolvers registered over all maps. Every shard keeps a copy of each.
+pub const RESOLVERS_MAX: usize = 1_024;
+/// Length of a resolver's `keyPattern`, in bytes.
+pub const RESOLVER_KEY_PATTERN_BYTES_MAX: usize = 1_024;
+
+const _: () = assert!(PROCESSOR_MEMORY_MIB_MIN <= PROCESSOR_MEMORY_MIB_DEFAULT);
+const _: () = assert!(RESOLVERS_PER_MAP_MAX <= RESOLVERS_MAX);
