@@ -30,6 +30,10 @@ pub const CLOSE_TIMEOUT_MS: u64 = 1_000;
 /// How often the progress line is printed.
 pub const PROGRESS_INTERVAL_MS: u64 = 1_000;
 
+/// Requests one connection sends back to back before it yields to the other tasks of its
+/// thread (readers included), so a connection with a backlog cannot starve them.
+pub const SENDS_BEFORE_YIELD_MAX: u32 = 16;
+
 /// Default in-flight window per connection in open loop (`--rate` without `--inflight`).
 pub const OPEN_LOOP_WINDOW_DEFAULT: usize = 1_024;
 /// Largest `--inflight`.

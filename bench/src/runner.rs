@@ -1002,6 +1002,10 @@ async fn drive_requests(conn: &Conn, sender: &mut Sender) {
         }
     };
     let mut draining = false;
+    // Requests sent back to back (an open-loop backlog, or a wide window filling up) without
+    // a wait in between; every `SENDS_BEFORE_YIELD_MAX` of them the driver yields so the
+    // thread's readers, and its other connections, get their turn.
+    let mut sends_without_wait: u32 = 0;
     loop {
         if shared.aborted() || conn.state.borrow().ended {
             break;
@@ -1041,6 +1045,11 @@ async fn drive_requests(conn: &Conn, sender: &mut Sender) {
                 if let Err(error) = send_bytes(sender, &out).await {
                     return send_failed(error);
                 }
+                sends_without_wait += 1;
+                if sends_without_wait >= SENDS_BEFORE_YIELD_MAX {
+                    sends_without_wait = 0;
+                    futures_lite::future::yield_now().await;
+                }
                 if kind == RequestKind::Publish {
                     // Topics have no acknowledgement: the PONG to this PING stands for it.
                     ping.clear();
@@ -1050,8 +1059,14 @@ async fn drive_requests(conn: &Conn, sender: &mut Sender) {
                     }
                 }
             }
-            NextSend::At(due_ns) => conn.signal.wait_until(shared, due_ns.min(heartbeat_due_ns)).await,
-            NextSend::WindowFull => conn.signal.wait_until(shared, heartbeat_due_ns).await,
+            NextSend::At(due_ns) => {
+                sends_without_wait = 0;
+                conn.signal.wait_until(shared, due_ns.min(heartbeat_due_ns)).await;
+            }
+            NextSend::WindowFull => {
+                sends_without_wait = 0;
+                conn.signal.wait_until(shared, heartbeat_due_ns).await;
+            }
             NextSend::Finished => draining = true,
         }
     }
