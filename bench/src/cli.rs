@@ -83,7 +83,8 @@ pub struct TargetArgs {
     #[serde(skip)]
     pub jwt_secret: Option<String>,
 
-    /// Also write the results as JSON to this file.
+    /// Write the results as JSON to this file. Default: `target/shardgrid-bench/<scenario>-<unix
+    /// time>.json` when `./target` exists (a cargo checkout), else `./<scenario>-<unix time>.json`.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 
