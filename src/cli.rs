@@ -120,6 +120,15 @@ pub struct Args {
     /// all shards must fit in `ulimit -l` (see tuning.md).
     #[arg(long, default_value_t = limits::IO_MEMORY_BYTES_DEFAULT / 1024)]
     pub io_memory_kib: usize,
+
+    /// Milliseconds one entry-processor or conflict-resolver call may run before it is stopped
+    /// (the script fails with a CPU-limit error; the shard keeps serving).
+    #[arg(long, default_value_t = limits::PROCESSOR_CPU_MS_DEFAULT)]
+    pub processor_cpu_ms: u64,
+
+    /// MiB of memory one entry-processor or conflict-resolver call may use (at least 4).
+    #[arg(long, default_value_t = limits::PROCESSOR_MEMORY_MIB_DEFAULT)]
+    pub processor_memory_mib: usize,
 }
 
 /// How a client proves who it is.
@@ -155,6 +164,9 @@ pub struct Config {
     pub max_subscriptions_per_connection: usize,
     pub rate_limit_ops: u64,
     pub io_memory_bytes: usize,
+    /// What one entry-processor or resolver call may use (`--processor-cpu-ms`,
+    /// `--processor-memory-mib`).
+    pub script_limits: crate::scripting::sandbox::Limits,
     pub policy: Arc<Policy>,
 }
 
@@ -173,6 +185,8 @@ pub enum ConfigError {
     BadNodeId(String),
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("--processor-memory-mib must be at least {}", limits::PROCESSOR_MEMORY_MIB_MIN)]
+    ProcessorMemoryTooSmall,
     #[error("--cores names {0} shards; at most {1} are supported (one per partition)")]
     TooManyShards(usize, usize),
     #[error("--jwt-secret-file {path}: {source}")]
@@ -257,10 +271,14 @@ impl Args {
             ("rate-limit-ops", self.rate_limit_ops as usize),
             ("max-connections", self.max_connections.unwrap_or(1)),
             ("io-memory-kib", self.io_memory_kib),
+            ("processor-cpu-ms", self.processor_cpu_ms as usize),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.processor_memory_mib < limits::PROCESSOR_MEMORY_MIB_MIN {
+            return Err(ConfigError::ProcessorMemoryTooSmall);
         }
         let max_connections_per_shard = match self.max_connections {
             Some(total) => total.div_ceil(cores.shard_count()).min(self.max_connections_per_shard),
@@ -286,6 +304,10 @@ impl Args {
             rate_limit_ops: self.rate_limit_ops,
             policy: Arc::new(policy),
             io_memory_bytes: self.io_memory_kib * 1024,
+            script_limits: crate::scripting::sandbox::Limits {
+                cpu: std::time::Duration::from_millis(self.processor_cpu_ms),
+                memory_bytes: self.processor_memory_mib << 20,
+            },
         })
     }
 }

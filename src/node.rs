@@ -26,9 +26,11 @@ use crate::live::{evaluate_event, live_value, QueryUpdate, SubChange, SubKey};
 use crate::search::coordinator::LiveSearch;
 use crate::search::subscriptions::{SearchChange, SearchSpec, SearchSubscriptions};
 use crate::search::{Hit, TermStats};
-use crate::protocol::{encode, ChangeType, ClientOp, ServerEvent, ServerEventBody, ServerMessage};
+use crate::protocol::{encode, ChangeType, ClientOp, EntryProcessResult, ResolverInfo, ServerEvent, ServerEventBody, ServerMessage};
 use crate::query::{project, Page, Query, ResolvedCursor};
 use crate::coord::service::{CoordHop, CoordReply, CoordState};
+use crate::scripting::resolvers::{MapResolvers, ResolverChange};
+use crate::scripting::{ProcessorCall, Processed, Scripting};
 use crate::shard::interest::Announce;
 use crate::shard::{Change, ChangeEvent, ConnId, ConnRef, Interest, OpOutcome, Row, ShardData};
 
@@ -56,6 +58,14 @@ pub enum Hop {
     SearchTop { map: Arc<str>, spec: Arc<SearchSpec>, limit: usize, register: Option<SubKey> },
     /// Forget these live searches. No reply.
     SearchUnsubscribe { subs: Vec<SubKey> },
+    /// Run this entry processor on these keys of `map`, all owned by the receiving shard, one
+    /// key at a time (`Node::process_local`). Replies `Processed`, one result per key in order.
+    Process { map: Arc<str>, keys: Vec<String>, processor: Arc<ProcessorCall>, writer: ConnRef },
+    /// On `map`'s home shard: order this change of its conflict resolvers
+    /// (`scripting::resolvers`). Replies `Resolvers` with the new list.
+    ChangeResolvers { map: Arc<str>, change: ResolverChange },
+    /// Keep `resolvers` as `map`'s resolver list unless this shard has a newer one. No reply.
+    InstallResolvers { map: Arc<str>, resolvers: MapResolvers },
     /// Report this shard's counters. Replies `Stats`.
     Stats,
     /// Topics, locks, counters and the journal (`coord::service`).
@@ -69,6 +79,9 @@ pub enum HopReply {
     SearchStats(TermStats),
     /// Search hits and the owner's write sequence when it scored them.
     Hits { hits: Vec<Hit>, seq: u64 },
+    Processed(Vec<EntryProcessResult>),
+    /// The map's new resolver list, or why the change was refused.
+    Resolvers(Result<MapResolvers, String>),
     Stats(ShardStats),
     Coord(CoordReply),
 }
@@ -173,6 +186,9 @@ pub struct Node {
     encode_buffer: RefCell<Vec<u8>>,
     /// `None` in `--no-auth` mode.
     verifier: Option<TokenVerifier>,
+    /// Entry processors and conflict resolvers: this shard's script engine and its copy of
+    /// every map's resolvers.
+    scripting: RefCell<Scripting>,
     /// Owner side of live queries: every subscription on the node, for this shard's writes.
     index: RefCell<SubscriptionIndex>,
     /// Subscriber side: this shard's connections' live queries, by local number.
@@ -220,6 +236,7 @@ impl Node {
             AuthMode::NoAuth => None,
         };
         let table = PartitionTable::new(crate::hash::PARTITION_COUNT, config.cores.shard_count());
+        let scripting = Scripting::new(config.script_limits, config.max_value_bytes);
         let node = Rc::new_cyclic(|me| Node {
             me: me.clone(),
             coord: CoordState::new(shard, config.cores.shard_count(), &config.node_id),
@@ -240,6 +257,7 @@ impl Node {
             next_conn: Cell::new(1),
             stats: Cell::new(ShardStats::default()),
             encode_buffer: RefCell::new(Vec::with_capacity(4096)),
+            scripting: RefCell::new(scripting),
             verifier,
         });
         mesh.serve(Rc::clone(&node));
@@ -352,9 +370,13 @@ impl Node {
         let mut events: Vec<ChangeEvent> = Vec::new();
         {
             let mut data = self.data.borrow_mut();
+            // Conflicting writes to maps with resolvers consult them (`scripting`) here, in the
+            // same step as the merge.
+            let mut scripting = self.scripting.borrow_mut();
+            let mut resolving = scripting.batch();
             for op in ops {
                 debug_assert_eq!(self.owner_of(&op.key), self.shard, "ops are routed to their owner");
-                let (outcome, event) = data.apply(op, now);
+                let (outcome, event) = resolving.apply(&mut data, op, now);
                 outcomes.push(outcome);
                 events.extend(event);
             }
@@ -364,7 +386,8 @@ impl Node {
             match outcome {
                 OpOutcome::Applied => applied += 1,
                 OpOutcome::Unchanged => unchanged += 1,
-                OpOutcome::Rejected { .. } => rejected += 1,
+                OpOutcome::Rejected { .. } | OpOutcome::MergeRejected(_) => rejected += 1,
+                OpOutcome::Merged(_) => applied += 1,
             }
         }
         self.bump(|stats| {
@@ -819,6 +842,111 @@ impl Node {
     }
 }
 
+/// Entry processors and conflict resolvers (`scripting`): the node's side of them.
+impl Node {
+    /// Runs `processor` on each of `keys` (distinct) of LWW map `map`: the keys are split by
+    /// owner, owners run in parallel, each key on its own. Returns each key's reply, in `keys`
+    /// order.
+    pub async fn process_entries(&self, map: Arc<str>, keys: Vec<String>, processor: Arc<ProcessorCall>, writer: ConnRef) -> Vec<(String, EntryProcessResult)> {
+        let mut parts: Vec<Vec<String>> = vec![Vec::new(); self.shard_count()];
+        for key in &keys {
+            parts[self.owner_of(key).index()].push(key.clone());
+        }
+        let calls: Vec<_> = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, part)| !part.is_empty())
+            .map(|(shard, part)| {
+                let hop = Hop::Process { map: Arc::clone(&map), keys: part.clone(), processor: Arc::clone(&processor), writer };
+                let reply = self.mesh.call(ShardId(shard as u16), hop);
+                async move { (part, reply.await) }
+            })
+            .collect();
+        let mut replies: AHashMap<String, EntryProcessResult> = AHashMap::with_capacity(keys.len());
+        for (part, reply) in futures_util::future::join_all(calls).await {
+            let HopReply::Processed(results) = reply else { unreachable!("Process is answered with Processed") };
+            assert_eq!(part.len(), results.len(), "one result per key");
+            replies.extend(part.into_iter().zip(results));
+        }
+        keys.into_iter()
+            .map(|key| {
+                let reply = replies.remove(&key).expect("every key has a reply");
+                (key, reply)
+            })
+            .collect()
+    }
+
+    /// Runs `processor` on `keys`, all owned here, one after another; the shard serves other
+    /// work between keys, and each key is atomic on its own (`process_key`). The keys share
+    /// `PROCESS_BATCH_BUDGET_CALLS` calls' worth of CPU time, so a slow processor over many
+    /// keys cannot hold the shard for long.
+    async fn process_local(&self, map: &str, keys: Vec<String>, processor: &ProcessorCall, writer: ConnRef) -> Vec<EntryProcessResult> {
+        let mut budget = self.scripting.borrow().limits().cpu * crate::limits::PROCESS_BATCH_BUDGET_CALLS;
+        let mut results = Vec::with_capacity(keys.len());
+        for (index, key) in keys.iter().enumerate() {
+            if index > 0 {
+                futures_lite::future::yield_now().await;
+            }
+            results.push(self.process_key(map, key, processor, writer, &mut budget).await);
+        }
+        results
+    }
+
+    /// Runs `processor` on one key and applies its write through `apply_batch`, the path every
+    /// client write takes (events, live queries, storage, resolvers). The read and the run
+    /// happen in one step; the write is applied only if the entry is still the one the
+    /// processor read (a write that slipped in while the write path waited, e.g. on storage
+    /// back-pressure, makes it run again, up to `PROCESS_ATTEMPTS_MAX` times).
+    async fn process_key(&self, map: &str, key: &str, processor: &ProcessorCall, writer: ConnRef, budget: &mut std::time::Duration) -> EntryProcessResult {
+        let cpu = self.scripting.borrow().limits().cpu;
+        for _ in 0..crate::limits::PROCESS_ATTEMPTS_MAX {
+            if budget.is_zero() {
+                return crate::scripting::failed(format!("this request's CPU budget on one shard ({} ms) is spent", cpu.as_millis() * u128::from(crate::limits::PROCESS_BATCH_BUDGET_CALLS)));
+            }
+            let started = Instant::now();
+            let processed = {
+                let mut data = self.data.borrow_mut();
+                self.scripting.borrow_mut().process(&mut data, map, key, processor, cpu.min(*budget), wall_ms())
+            };
+            *budget = budget.saturating_sub(started.elapsed());
+            let (op, result) = match processed {
+                Processed::Done(reply) => return reply,
+                Processed::Write { op, result } => (op, result),
+            };
+            let outcome = self.apply_batch(vec![op.clone()], writer).await.pop().expect("one outcome per op");
+            if !self.scripting.borrow_mut().settle(&op, &outcome) {
+                return crate::scripting::processed_write(&op, result, outcome);
+            }
+        }
+        crate::scripting::failed("the entry kept changing while the processor ran; try again".into())
+    }
+
+    /// Applies `change` to `map`'s conflict resolvers: ordered on the map's home shard, then
+    /// installed on every shard from this one, so this connection's later writes (which leave
+    /// on the same queues) find it in place. Returns why the change was refused.
+    pub async fn change_resolvers(&self, map: Arc<str>, change: ResolverChange) -> Result<(), String> {
+        let home = self.owner_of(&map);
+        let reply = self.mesh.call(home, Hop::ChangeResolvers { map: Arc::clone(&map), change }).await;
+        let HopReply::Resolvers(outcome) = reply else { unreachable!("ChangeResolvers is answered with Resolvers") };
+        let resolvers = outcome?;
+        for target in 0..self.shard_count() {
+            let hop = Hop::InstallResolvers { map: Arc::clone(&map), resolvers: resolvers.clone() };
+            self.mesh.tell(ShardId(target as u16), hop).await;
+        }
+        Ok(())
+    }
+
+    /// The registered resolvers as this shard knows them (every shard holds every map's).
+    pub fn list_resolvers(&self, map: Option<&str>) -> Vec<ResolverInfo> {
+        self.scripting.borrow().resolvers.list(map)
+    }
+
+    /// Whether resolver code compiles (run in this shard's sandbox, without running the code).
+    pub fn check_resolver_code(&self, code: &str) -> Result<(), String> {
+        self.scripting.borrow_mut().check_resolver_code(code)
+    }
+}
+
 /// The `SERVER_EVENT` for one change (DECISIONS §3.1: removes carry the tombstone record).
 fn server_event_message(event: &ChangeEvent) -> ServerMessage {
     let body = match &event.change {
@@ -867,6 +995,12 @@ impl MeshHandler<Hop, HopReply> for Node {
             Hop::SearchUnsubscribe { subs } => {
                 let mut searches = self.search_subs.borrow_mut();
                 subs.into_iter().for_each(|sub| searches.unregister(sub));
+                None
+            }
+            Hop::Process { map, keys, processor, writer } => Some(HopReply::Processed(self.process_local(&map, keys, &processor, writer).await)),
+            Hop::ChangeResolvers { map, change } => Some(HopReply::Resolvers(self.scripting.borrow_mut().resolvers.change(&map, change))),
+            Hop::InstallResolvers { map, resolvers } => {
+                self.scripting.borrow_mut().resolvers.install(map, resolvers);
                 None
             }
             Hop::Stats => Some(HopReply::Stats(self.stats())),

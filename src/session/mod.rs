@@ -12,8 +12,10 @@ mod access;
 mod handshake;
 mod journal;
 mod locks;
+mod processors;
 mod queries;
 pub mod registry;
+mod resolvers;
 mod search;
 mod topics;
 mod writes;
@@ -159,6 +161,8 @@ impl Session {
                 Family::Writes => self.on_write(message).await,
                 Family::Queries => self.on_query(message).await,
                 Family::Search => self.on_search(message).await,
+                Family::Processors => self.on_processor(message).await,
+                Family::Resolvers => self.on_resolver(message).await,
                 Family::Topics => self.on_topic(message).await,
                 Family::Locks => self.on_lock(message).await,
                 Family::Counters => self.on_counter(message).await,

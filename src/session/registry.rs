@@ -17,6 +17,10 @@ pub enum Family {
     Queries,
     /// `SEARCH`, `SEARCH_SUB`, `SEARCH_UNSUB` (`search`).
     Search,
+    /// `ENTRY_PROCESS`, `ENTRY_PROCESS_BATCH` (`processors`).
+    Processors,
+    /// `REGISTER_RESOLVER`, `UNREGISTER_RESOLVER`, `LIST_RESOLVERS` (`resolvers`).
+    Resolvers,
     /// `TOPIC_SUB`, `TOPIC_UNSUB`, `TOPIC_PUB` (`topics`).
     Topics,
     /// `LOCK_REQUEST`, `LOCK_RELEASE` (`locks`).
@@ -50,6 +54,11 @@ const TABLE: &[(MessageType, Family)] = &[
     (MessageType::Search, Family::Search),
     (MessageType::SearchSub, Family::Search),
     (MessageType::SearchUnsub, Family::Search),
+    (MessageType::EntryProcess, Family::Processors),
+    (MessageType::EntryProcessBatch, Family::Processors),
+    (MessageType::RegisterResolver, Family::Resolvers),
+    (MessageType::UnregisterResolver, Family::Resolvers),
+    (MessageType::ListResolvers, Family::Resolvers),
     (MessageType::TopicSub, Family::Topics),
     (MessageType::TopicUnsub, Family::Topics),
     (MessageType::TopicPub, Family::Topics),

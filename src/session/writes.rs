@@ -80,6 +80,29 @@ impl Session {
             }
         }
 
+        // Conflict resolvers (`scripting`): a rejected write is told so with MERGE_REJECTED (and
+        // still acknowledged below, so the client stops re-sending it); a merged one is sent
+        // the record stored in its place, since a writer gets no event for its own write.
+        for outcome in outcomes.iter().flatten() {
+            match outcome {
+                OpOutcome::MergeRejected(rejection) => {
+                    let rejection = (**rejection).clone();
+                    self.send(&ServerMessage::MergeRejected {
+                        map_name: rejection.map_name,
+                        key: rejection.key,
+                        attempted_value: rejection.attempted_value,
+                        reason: rejection.reason,
+                        timestamp: rejection.timestamp,
+                    });
+                }
+                OpOutcome::Merged(merged) => {
+                    let body = crate::protocol::ServerEventBody::Lww(merged.record.clone());
+                    let event = crate::protocol::ServerEvent { map_name: merged.map_name.clone(), key: merged.key.clone(), body };
+                    self.send(&ServerMessage::ServerEvent(event));
+                }
+                _ => {}
+            }
+        }
         let mut results = Vec::new();
         for ((op_id, concern), outcome) in receipts.into_iter().zip(outcomes) {
             let outcome = outcome.expect("every op has an outcome");
@@ -91,7 +114,13 @@ impl Session {
                         results.push(OpResult { op_id: op_id_text, success: false, achieved_level: ACHIEVED_LEVEL, error: Some(reason.clone()) });
                     }
                 }
-                OpOutcome::Applied | OpOutcome::Unchanged => {
+                OpOutcome::MergeRejected(rejection) => {
+                    if concern.is_some() {
+                        let error = Some(format!("rejected by a conflict resolver: {}", rejection.reason));
+                        results.push(OpResult { op_id: op_id_text, success: false, achieved_level: WriteConcern::Applied, error });
+                    }
+                }
+                OpOutcome::Applied | OpOutcome::Unchanged | OpOutcome::Merged(_) => {
                     if concern.is_some() {
                         results.push(OpResult { op_id: op_id_text, success: true, achieved_level: ACHIEVED_LEVEL, error: None });
                     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::crdt::{LwwMap, LwwMerge, OrChange, OrMap};
 use crate::hlc::Hlc;
 use crate::limits::{CLOCK_DRIFT_MS_MAX, QUERY_SNAPSHOT_ROWS_MAX};
-use crate::model::{LwwRecord, OrRecord, Timestamp};
+use crate::model::{LwwRecord, OrRecord, Timestamp, ValueBytes};
 use crate::protocol::{ClientOp, OpKind};
 use crate::query::{Query, ResolvedCursor};
 use crate::search::index::SearchIndex;
@@ -25,6 +25,32 @@ pub enum OpOutcome {
     Unchanged,
     /// The op was refused; the rest of its batch still applies (DECISIONS §1.8).
     Rejected { reason: String, code: u16 },
+    /// A conflict resolver refused the write (`scripting`): nothing changed, the writer gets
+    /// `MERGE_REJECTED`, and the op is still acknowledged so the client stops re-sending it.
+    MergeRejected(Box<MergeRejection>),
+    /// A conflict resolver stored another value than the one written (`scripting`). The
+    /// writer gets no event for its own write, so it is sent this record.
+    Merged(Box<MergedWrite>),
+}
+
+/// What `MERGE_REJECTED` tells the writer (PROTOCOL §4.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeRejection {
+    pub map_name: String,
+    pub key: String,
+    /// The written value (msgpack; nil for a remove).
+    pub attempted_value: ValueBytes,
+    pub reason: String,
+    /// The write's timestamp.
+    pub timestamp: Timestamp,
+}
+
+/// The record a resolver's merge stored in place of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergedWrite {
+    pub map_name: String,
+    pub key: String,
+    pub record: LwwRecord,
 }
 
 /// A state change to announce to interested connections as a `SERVER_EVENT`.
@@ -66,6 +92,14 @@ impl ShardData {
 
     /// The shard clock's `now`, for server-side timestamps.
     pub fn now(&mut self, wall_ms: u64) -> Timestamp {
+        self.hlc.now(wall_ms)
+    }
+
+    /// A server timestamp later than `seen` (a write's timestamp that passed the drift check),
+    /// for a record that must win over that write everywhere.
+    pub fn now_after(&mut self, seen: &Timestamp, wall_ms: u64) -> Timestamp {
+        // The caller checked the drift, so the update cannot fail.
+        let _ = self.hlc.update(seen, wall_ms);
         self.hlc.now(wall_ms)
     }
 

@@ -5,7 +5,7 @@
 pub mod data;
 pub mod interest;
 
-pub use data::{Change, ChangeEvent, OpOutcome, Row, ShardData};
+pub use data::{Change, ChangeEvent, MergeRejection, MergedWrite, OpOutcome, Row, ShardData};
 pub use interest::{ConnId, ConnRef, Interest};
 
 #[cfg(test)]
