@@ -469,9 +469,11 @@ impl Node {
                 CoordReply::Done
             }
             CoordHop::TopicDeliver { topic, frame, publisher } => {
-                let conns: Vec<ConnId> = self.coord().topic_subscribers.borrow().conns(&topic).to_vec();
+                // Pushing touches only outboxes and stats, never the followers, so the borrow
+                // can stay open through the loop (which has no await).
+                let subscribers = self.coord().topic_subscribers.borrow();
                 let mut delivered = 0;
-                for conn in conns {
+                for &conn in subscribers.conns(&topic) {
                     // PROTOCOL §6.12: a publisher never receives its own message.
                     if publisher == (ConnRef { shard: self.shard, conn }) {
                         continue;
@@ -480,6 +482,7 @@ impl Node {
                         delivered += 1;
                     }
                 }
+                drop(subscribers);
                 self.bump(|stats| stats.topic_messages_delivered += delivered);
                 CoordReply::Done
             }
@@ -551,16 +554,16 @@ impl Node {
                 CoordReply::JournalPage(self.coord().journal.borrow_mut().read(from, upto, limit, map.as_deref()))
             }
             CoordHop::JournalDeliver { events } => {
+                let subscriptions = self.coord().journal_subscriptions.borrow();
                 let mut delivered = 0;
                 for (map, event_type, frame) in events {
-                    let conns: Vec<ConnId> =
-                        self.coord().journal_subscriptions.borrow().matching(&map, event_type).collect();
-                    for conn in conns {
+                    for conn in subscriptions.matching(&map, event_type) {
                         if self.push_frame(conn, frame.clone()) {
                             delivered += 1;
                         }
                     }
                 }
+                drop(subscriptions);
                 self.bump(|stats| stats.journal_events_delivered += delivered);
                 CoordReply::Done
             }
