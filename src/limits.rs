@@ -49,8 +49,9 @@ pub const CLOCK_DRIFT_MS_MAX: u64 = 60_000;
 
 /// Query snapshot rows gathered per query (PROTOCOL §6.9 reference cap).
 pub const QUERY_SNAPSHOT_ROWS_MAX: usize = 10_000;
-/// Default for `--max-value-bytes`: one record value, encoded.
-pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Default for `--max-value-bytes`: one record value, encoded. As large as the default frame,
+/// so every value a default-sized frame can carry (2 MiB frames are always accepted) is stored.
+pub const VALUE_BYTES_MAX_DEFAULT: usize = FRAME_BYTES_MAX_DEFAULT;
 /// Default for `--rate-limit-ops`: sustained ops per second per connection (PROTOCOL §1.2).
 pub const RATE_OPS_PER_SECOND_DEFAULT: u64 = 20_000;
 /// A connection may burst this many seconds' worth of its rate.

@@ -82,7 +82,8 @@ pub enum HopReply {
     Processed(Vec<EntryProcessResult>),
     /// The map's new resolver list, or why the change was refused.
     Resolvers(Result<MapResolvers, String>),
-    Stats(ShardStats),
+    /// Boxed: the counters are much larger than the other replies.
+    Stats(Box<ShardStats>),
     Coord(CoordReply),
 }
 
@@ -835,6 +836,7 @@ impl Node {
         let mut per_shard = Vec::new();
         for reply in futures_util::future::join_all(calls).await {
             let HopReply::Stats(stats) = reply else { unreachable!("Stats is answered with Stats") };
+            let stats = *stats;
             total.add(&stats);
             per_shard.push(stats);
         }
@@ -1003,7 +1005,7 @@ impl MeshHandler<Hop, HopReply> for Node {
                 self.scripting.borrow_mut().resolvers.install(map, resolvers);
                 None
             }
-            Hop::Stats => Some(HopReply::Stats(self.stats())),
+            Hop::Stats => Some(HopReply::Stats(Box::new(self.stats()))),
             Hop::Coord(hop) => Some(HopReply::Coord(self.handle_coord(hop).await)),
         }
     }
