@@ -11,6 +11,7 @@ pub mod hash;
 pub mod hlc;
 pub mod limits;
 pub mod live;
+pub mod merkle;
 pub mod model;
 pub mod net;
 pub mod node;

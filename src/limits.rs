@@ -47,6 +47,23 @@ pub const RING_DEPTH_DEFAULT: usize = 128;
 /// A client timestamp more than this far ahead of the shard's clock is rejected (DECISIONS §1.8).
 pub const CLOCK_DRIFT_MS_MAX: u64 = 60_000;
 
+/// Keys one step of a sync-index rebuild walks before the shard yields to other work.
+pub const SYNC_REBUILD_KEYS_PER_STEP: usize = 4_096;
+/// Record bytes one `SYNC_RESP_LEAF` / `ORMAP_SYNC_RESP_LEAF` / `ORMAP_DIFF_RESPONSE` carries;
+/// a bigger answer is split into several messages, which the client merges one by one.
+pub const SYNC_REPLY_BYTES_MAX: usize = 1024 * 1024;
+/// Keys one `ORMAP_DIFF_REQUEST` may ask for.
+pub const SYNC_DIFF_KEYS_MAX: usize = 10_000;
+/// `syncMaps` answered per `POST /sync`; further maps get an `errors` entry.
+pub const HTTP_SYNC_MAPS_MAX: usize = 64;
+/// `queries` answered per `POST /sync`; further queries get an `errors` entry.
+pub const HTTP_SYNC_QUERIES_MAX: usize = 64;
+/// Delta records one `POST /sync` reply carries over all its maps; the client continues from
+/// the reply's `serverSyncTimestamp` with its next request.
+pub const HTTP_SYNC_DELTA_RECORDS_MAX: usize = 10_000;
+/// Delta record bytes (keys and values) one `POST /sync` reply carries over all its maps.
+pub const HTTP_SYNC_DELTA_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// Query snapshot rows gathered per query (PROTOCOL §6.9 reference cap).
 pub const QUERY_SNAPSHOT_ROWS_MAX: usize = 10_000;
 /// Default for `--max-value-bytes`: one record value, encoded. As large as the default frame,

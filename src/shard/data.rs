@@ -14,6 +14,7 @@ use crate::model::{LwwRecord, OrRecord, Timestamp, ValueBytes};
 use crate::protocol::{ClientOp, OpKind};
 use crate::query::{Query, ResolvedCursor};
 use crate::search::index::SearchIndex;
+use crate::shard::sync::SyncIndexes;
 use crate::search::{Hit, TermStats};
 
 /// What happened to one op on its owner shard.
@@ -79,15 +80,24 @@ pub type Row = (String, rmpv::Value);
 /// Per-shard map data and clock. See the module doc.
 pub struct ShardData {
     hlc: Hlc,
-    lww: AHashMap<Arc<str>, LwwMap>,
-    or: AHashMap<Arc<str>, OrMap>,
+    pub(super) lww: AHashMap<Arc<str>, LwwMap>,
+    pub(super) or: AHashMap<Arc<str>, OrMap>,
+    /// Merkle leaf sums and the arrival-ordered change index of every map (`shard::sync`),
+    /// kept current by `apply`.
+    pub(super) sync: SyncIndexes,
     /// Full-text indexes of the LWW maps that have been searched (DECISIONS §6.1).
     search: AHashMap<Arc<str>, SearchIndex>,
 }
 
 impl ShardData {
     pub fn new(node_id: &str) -> ShardData {
-        ShardData { hlc: Hlc::new(node_id), lww: AHashMap::new(), or: AHashMap::new(), search: AHashMap::new() }
+        ShardData {
+            hlc: Hlc::new(node_id),
+            lww: AHashMap::new(),
+            or: AHashMap::new(),
+            sync: SyncIndexes::new(node_id),
+            search: AHashMap::new(),
+        }
     }
 
     /// The shard clock's `now`, for server-side timestamps.
@@ -125,8 +135,16 @@ impl ShardData {
     }
 
     /// Applies one op to this shard's data. The caller routed it here: the op's key belongs to
-    /// one of this shard's partitions.
+    /// one of this shard's partitions. Every state change also updates the sync indexes.
     pub fn apply(&mut self, op: ClientOp, wall_ms: u64) -> (OpOutcome, Option<ChangeEvent>) {
+        let (outcome, event) = self.apply_op(op, wall_ms);
+        if let Some(event) = &event {
+            self.track_sync(event, wall_ms);
+        }
+        (outcome, event)
+    }
+
+    fn apply_op(&mut self, op: ClientOp, wall_ms: u64) -> (OpOutcome, Option<ChangeEvent>) {
         let ClientOp { map_name, key, kind, .. } = op;
         match kind {
             OpKind::Put(record) | OpKind::Remove { record: Some(record) } => {
