@@ -1,6 +1,8 @@
-//! shardgrid::endpoints: the plain HTTP endpoints on the WebSocket port — health checks and
-//! Prometheus metrics gathered from every shard over the mesh. `POST /sync` is answered
-//! `501 Not Implemented` until the HTTP sync transport exists.
+//! shardgrid::endpoints: the plain HTTP endpoints on the WebSocket port — health checks,
+//! Prometheus metrics gathered from every shard over the mesh, and `POST /sync`, the HTTP sync
+//! transport (its own submodule, `sync`).
+
+mod sync;
 
 use std::fmt::Write as _;
 
@@ -10,7 +12,7 @@ use crate::net::http::{respond, RequestHead};
 use crate::node::{Node, ShardStats};
 
 /// Answers one plain HTTP request; the connection closes afterwards.
-pub async fn answer(node: &Node, stream: &mut TcpStream, head: RequestHead) {
+pub async fn answer(node: &Node, stream: &mut TcpStream, mut head: RequestHead) {
     let route = head.route();
     let (status, content_type, body): (u16, &str, Vec<u8>) = match (head.method.as_str(), route) {
         ("GET", "/health") => {
@@ -30,7 +32,7 @@ pub async fn answer(node: &Node, stream: &mut TcpStream, head: RequestHead) {
             let (_, per_shard) = node.node_stats().await;
             (200, "text/plain; version=0.0.4", render_metrics(&per_shard).into_bytes())
         }
-        ("POST", "/sync") => (501, "application/json", br#"{"code":501,"message":"not implemented: HTTP sync"}"#.to_vec()),
+        ("POST", "/sync") => sync::answer(node, stream, &mut head).await,
         (_, "/health" | "/health/live" | "/health/ready" | "/healthz" | "/metrics" | "/sync") => {
             (405, "text/plain", b"method not allowed".to_vec())
         }

@@ -4,7 +4,10 @@
 //! its owners, gather a query snapshot from every shard, announce interest).
 //!
 //! Lives on its shard, behind an `Rc`; every method runs on that shard's executor. The
-//! `RefCell`s are never borrowed across an `.await`.
+//! `RefCell`s are never borrowed across an `.await`. The sync requests and operations are in
+//! the `sync` submodule.
+
+mod sync;
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -33,6 +36,7 @@ use crate::scripting::resolvers::{MapResolvers, ResolverChange};
 use crate::scripting::{ProcessorCall, Processed, Scripting};
 use crate::shard::interest::Announce;
 use crate::shard::{Change, ChangeEvent, ConnId, ConnRef, Interest, OpOutcome, Row, ShardData};
+pub use sync::{SyncHop, SyncReply, NO_CONNECTION};
 
 /// A request that travels between shards (or is handled locally by the same code).
 pub enum Hop {
@@ -70,6 +74,8 @@ pub enum Hop {
     Stats,
     /// Topics, locks, counters and the journal (`coord::service`).
     Coord(CoordHop),
+    /// Merkle and HTTP sync (`node::sync`). Replies `Sync`.
+    Sync(SyncHop),
 }
 
 pub enum HopReply {
@@ -85,6 +91,7 @@ pub enum HopReply {
     /// Boxed: the counters are much larger than the other replies.
     Stats(Box<ShardStats>),
     Coord(CoordReply),
+    Sync(SyncReply),
 }
 
 pub type ShardMesh = Mesh<Hop, HopReply, Node>;
@@ -1007,6 +1014,7 @@ impl MeshHandler<Hop, HopReply> for Node {
             }
             Hop::Stats => Some(HopReply::Stats(Box::new(self.stats()))),
             Hop::Coord(hop) => Some(HopReply::Coord(self.handle_coord(hop).await)),
+            Hop::Sync(hop) => Some(HopReply::Sync(self.handle_sync(hop))),
         }
     }
 }

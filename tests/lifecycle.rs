@@ -70,14 +70,14 @@ fn unknown_path_is_404() {
     assert_eq!(server.http("GET", "/no/such/path", &[], b"").0, 404);
 }
 
-// Goal: POST /sync answers 501 while the HTTP sync transport does not exist (src/endpoints.rs).
-// This pins today's behaviour: DECISIONS §4.5 prescribes a real HTTP sync (JWT-checked, with
-// deltas), and this test changes when it lands. Method: POST an empty msgpack map.
+// Goal: POST /sync is the HTTP sync transport (DECISIONS §4.5), JWT-checked like the
+// WebSocket: without a token it is refused with 401 (tests/http_sync.rs covers the transport).
+// Method: POST an empty msgpack map without an Authorization header.
 #[test]
-fn post_sync_is_501() {
+fn post_sync_requires_a_token() {
     let server = Server::two_shards();
     let (status, body) = server.http("POST", "/sync", &[("Content-Type", "application/x-msgpack")], &[0x80]);
-    assert_eq!(status, 501, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
 }
 
 // Goal: a core list naming one CPU twice is refused (exit 2, stderr, empty stdout).

@@ -17,6 +17,7 @@ mod queries;
 pub mod registry;
 mod resolvers;
 mod search;
+mod sync;
 mod topics;
 mod writes;
 
@@ -168,6 +169,7 @@ impl Session {
                 Family::Counters => self.on_counter(message).await,
                 Family::Journal => self.on_journal(message).await,
                 Family::Cluster => self.on_cluster(message),
+                Family::Sync => self.on_sync(message).await,
                 Family::Envelope if allow_envelope => self.on_batch_envelope(message).await,
                 Family::Envelope => self.send_error(400, "malformed message: BATCH inside BATCH".into()),
                 Family::Ignored => {}

@@ -31,6 +31,9 @@ pub enum Family {
     Journal,
     /// `PARTITION_MAP_REQUEST` (`cluster`).
     Cluster,
+    /// `SYNC_INIT`, `MERKLE_REQ_BUCKET`, `ORMAP_SYNC_INIT`, `ORMAP_MERKLE_REQ_BUCKET`,
+    /// `ORMAP_DIFF_REQUEST`, `ORMAP_PUSH_DIFF` (`sync`).
+    Sync,
     /// The inbound `BATCH` envelope: each inner message is dispatched in order.
     Envelope,
     /// Messages the protocol lets a server ignore without a reply (PROTOCOL §4.4, §4.5):
@@ -70,6 +73,12 @@ const TABLE: &[(MessageType, Family)] = &[
     (MessageType::JournalUnsubscribe, Family::Journal),
     (MessageType::JournalRead, Family::Journal),
     (MessageType::PartitionMapRequest, Family::Cluster),
+    (MessageType::SyncInit, Family::Sync),
+    (MessageType::MerkleReqBucket, Family::Sync),
+    (MessageType::OrMapSyncInit, Family::Sync),
+    (MessageType::OrMapMerkleReqBucket, Family::Sync),
+    (MessageType::OrMapDiffRequest, Family::Sync),
+    (MessageType::OrMapPushDiff, Family::Sync),
     (MessageType::Batch, Family::Envelope),
     (MessageType::ClientApplyAck, Family::Ignored),
     (MessageType::QuerySyncInit, Family::Ignored),
