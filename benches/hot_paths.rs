@@ -53,14 +53,27 @@ fn live_index_benches() {
     let mut scanned = SubscriptionIndex::default();
     for local in 0..10_000u64 {
         let user = local / 10; // ten subscriptions per user
-        let pinned = Query::from_value(&Value::Map(vec![(Value::from("where"), Value::Map(vec![(Value::from("user"), Value::from(user))]))])).unwrap();
+        let pinned = Query::from_value(&Value::Map(vec![(
+            Value::from("where"),
+            Value::Map(vec![(Value::from("user"), Value::from(user))]),
+        )]))
+        .unwrap();
         let pinned = Arc::new(pinned);
         let cursor = Arc::new(pinned.resolve_cursor(0));
-        indexed.register(SubKey { shard: ShardId(0), local }, Arc::clone(&map), Arc::clone(&pinned), Arc::clone(&cursor));
+        indexed.register(
+            SubKey { shard: ShardId(0), local },
+            Arc::clone(&map),
+            Arc::clone(&pinned),
+            Arc::clone(&cursor),
+        );
         // The same filter as a predicate on a non-indexed operator: every write scans them all.
         let scan = Query::from_value(&Value::Map(vec![(
             Value::from("predicate"),
-            Value::Map(vec![(Value::from("op"), Value::from("gte")), (Value::from("attribute"), Value::from("user")), (Value::from("value"), Value::from(user))]),
+            Value::Map(vec![
+                (Value::from("op"), Value::from("gte")),
+                (Value::from("attribute"), Value::from("user")),
+                (Value::from("value"), Value::from(user)),
+            ]),
         )]))
         .unwrap();
         scanned.register(SubKey { shard: ShardId(0), local }, Arc::clone(&map), Arc::new(scan), cursor);
@@ -118,7 +131,11 @@ fn codec_and_apply_benches() {
     let mut data = ShardData::new("server");
     let value = Bytes::from(encode(&Value::Map(vec![(Value::from("payload"), Value::from("x".repeat(64)))])));
     measure("shard: apply one LWW put (100,000 keys)", 1_000_000, |iteration| {
-        let record = LwwRecord { value: Some(value.clone()), timestamp: Timestamp::new(now, iteration as u32, "c"), ttl_ms: None };
+        let record = LwwRecord {
+            value: Some(value.clone()),
+            timestamp: Timestamp::new(now, iteration as u32, "c"),
+            ttl_ms: None,
+        };
         let op = ClientOp {
             id: None,
             map_name: "bench".into(),

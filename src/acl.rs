@@ -153,7 +153,8 @@ pub enum AclError {
 fn glob_set(patterns: &[String], path: &str) -> Result<GlobSet, AclError> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        let glob = Glob::new(pattern).map_err(|error| AclError::Invalid { path: path.to_string(), message: error.to_string() })?;
+        let glob = Glob::new(pattern)
+            .map_err(|error| AclError::Invalid { path: path.to_string(), message: error.to_string() })?;
         builder.add(glob);
     }
     builder.build().map_err(|error| AclError::Invalid { path: path.to_string(), message: error.to_string() })
@@ -166,7 +167,8 @@ pub fn is_reserved_map(name: &str) -> bool {
 
 impl Acl {
     pub fn parse(text: &str, path: &str) -> Result<Acl, AclError> {
-        let file: AclFile = toml::from_str(text).map_err(|error| AclError::Invalid { path: path.to_string(), message: error.to_string() })?;
+        let file: AclFile = toml::from_str(text)
+            .map_err(|error| AclError::Invalid { path: path.to_string(), message: error.to_string() })?;
         let rules = file
             .rule
             .into_iter()
@@ -192,7 +194,8 @@ impl Acl {
 
     fn grants(&self, principal: &Principal, access: &Access<'_>) -> bool {
         self.rules.iter().any(|rule| {
-            let role_matches = rule.roles.iter().any(|role| role == "*" || principal.roles.iter().any(|held| held == role));
+            let role_matches =
+                rule.roles.iter().any(|role| role == "*" || principal.roles.iter().any(|held| held == role));
             let names = match access.kind {
                 Resource::Map => &rule.maps,
                 Resource::Topic => &rule.topics,
@@ -267,7 +270,9 @@ mod tests {
         assert!(policy.check(&user, &publish).is_err());
         let admin = principal(&["ADMIN"]);
         assert!(policy.check(&admin, &map("anything", Permission::Remove)).is_ok());
-        assert!(policy.check(&admin, &Access { kind: Resource::Counter, name: "c", permission: Permission::Write }).is_err());
+        assert!(policy
+            .check(&admin, &Access { kind: Resource::Counter, name: "c", permission: Permission::Write })
+            .is_err());
     }
 
     // Reserved names are refused under every policy, the default included.
@@ -275,7 +280,10 @@ mod tests {
     fn reserved_names_are_refused() {
         let admin = principal(&["ADMIN"]);
         for policy in [Policy::AllowAll, Policy::Rules(Acl::parse(FILE, "t").unwrap())] {
-            assert_eq!(policy.check(&admin, &map("_topgun_x", Permission::Read)), Err(Denied::Reserved("_topgun_x".into())));
+            assert_eq!(
+                policy.check(&admin, &map("_topgun_x", Permission::Read)),
+                Err(Denied::Reserved("_topgun_x".into()))
+            );
             assert!(policy.check(&admin, &map("__topgun_meta", Permission::Write)).is_err());
         }
         assert!(Policy::AllowAll.check(&admin, &map("topgun", Permission::Write)).is_ok());
@@ -285,7 +293,13 @@ mod tests {
     #[test]
     fn bad_files_are_refused() {
         assert!(matches!(Acl::parse("[[rule]]\nroles=[\"A\"]\nallow=[\"fly\"]", "f"), Err(AclError::Invalid { .. })));
-        assert!(matches!(Acl::parse("[[rule]]\nroles=[\"A\"]\nallow=[]\ncolour=1", "f"), Err(AclError::Invalid { .. })));
-        assert!(matches!(Acl::parse("[[rule]]\nroles=[\"A\"]\nmaps=[\"a[\"]\nallow=[]", "f"), Err(AclError::Invalid { .. })));
+        assert!(matches!(
+            Acl::parse("[[rule]]\nroles=[\"A\"]\nallow=[]\ncolour=1", "f"),
+            Err(AclError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Acl::parse("[[rule]]\nroles=[\"A\"]\nmaps=[\"a[\"]\nallow=[]", "f"),
+            Err(AclError::Invalid { .. })
+        ));
     }
 }

@@ -217,8 +217,7 @@ fn write_js_string_of<W: fmt::Write>(out: &mut W, value: &ValueRef<'_>) -> fmt::
             write_json(out, value, &whitelist)
         }
         ValueRef::Map(entries) => {
-            let mut whitelist: Vec<String> =
-                entries.iter().filter_map(|(key, _)| js_property_key(key)).collect();
+            let mut whitelist: Vec<String> = entries.iter().filter_map(|(key, _)| js_property_key(key)).collect();
             whitelist.sort_by(|left, right| cmp_utf16(left, right));
             whitelist.dedup();
             write_json(out, value, &whitelist)
@@ -239,14 +238,10 @@ fn js_property_key(key: &ValueRef<'_>) -> Option<String> {
     let mut name = String::new();
     match key {
         ValueRef::String(text) => name.push_str(&String::from_utf8_lossy(text.as_bytes())),
-        ValueRef::Nil
-        | ValueRef::Boolean(_)
-        | ValueRef::Integer(_)
-        | ValueRef::F32(_)
-        | ValueRef::F64(_) => write_js_string_of(&mut name, key).ok()?,
-        ValueRef::Binary(_) | ValueRef::Array(_) | ValueRef::Map(_) | ValueRef::Ext(..) => {
-            return None
+        ValueRef::Nil | ValueRef::Boolean(_) | ValueRef::Integer(_) | ValueRef::F32(_) | ValueRef::F64(_) => {
+            write_js_string_of(&mut name, key).ok()?
         }
+        ValueRef::Binary(_) | ValueRef::Array(_) | ValueRef::Map(_) | ValueRef::Ext(..) => return None,
     }
     if name == "__proto__" {
         name.truncate("__proto_".len());
@@ -256,11 +251,7 @@ fn js_property_key(key: &ValueRef<'_>) -> Option<String> {
 
 /// `JSON.stringify` with a property whitelist: every object, at any depth, shows only the
 /// whitelisted keys it has, in whitelist order; arrays show every element.
-fn write_json<W: fmt::Write>(
-    out: &mut W,
-    value: &ValueRef<'_>,
-    whitelist: &[String],
-) -> fmt::Result {
+fn write_json<W: fmt::Write>(out: &mut W, value: &ValueRef<'_>, whitelist: &[String]) -> fmt::Result {
     match value {
         ValueRef::Nil | ValueRef::Ext(..) => out.write_str("null"),
         ValueRef::Boolean(flag) => out.write_str(if *flag { "true" } else { "false" }),
@@ -298,15 +289,12 @@ fn write_json<W: fmt::Write>(
                 .enumerate()
                 .filter_map(|(index, (key, _))| js_property_key(key).map(|name| (name, index)))
                 .collect();
-            properties
-                .sort_by(|left, right| cmp_utf16(&left.0, &right.0).then(right.1.cmp(&left.1)));
+            properties.sort_by(|left, right| cmp_utf16(&left.0, &right.0).then(right.1.cmp(&left.1)));
             properties.dedup_by(|later, earlier| later.0 == earlier.0);
             write_json_object(
                 out,
                 whitelist,
-                properties
-                    .iter()
-                    .map(|(name, index)| (name.as_str(), JsonField::Value(&entries[*index].1))),
+                properties.iter().map(|(name, index)| (name.as_str(), JsonField::Value(&entries[*index].1))),
             )
         }
     }
@@ -416,8 +404,7 @@ pub fn write_js_number<W: fmt::Write>(out: &mut W, number: f64) -> fmt::Result {
     }
     let mut scientific = StackText::new();
     write!(scientific, "{:e}", number.abs())?;
-    let (mantissa, exponent) =
-        scientific.as_str().split_once('e').expect("{:e} writes an exponent");
+    let (mantissa, exponent) = scientific.as_str().split_once('e').expect("{:e} writes an exponent");
     let exponent: i32 = exponent.parse().expect("{:e} writes a decimal exponent");
     let mut significand: u64 = 0;
     let mut digit_count: u32 = 0;
@@ -509,11 +496,8 @@ fn f64_equals_decimal(number: f64, odd_digits: u64, exponent: i32) -> bool {
     let bits = number.to_bits();
     let biased_exponent = ((bits >> 52) & 0x7FF) as i32;
     let fraction = bits & ((1 << 52) - 1);
-    let (mantissa, binary_exponent) = if biased_exponent == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | (1 << 52), biased_exponent - 1075)
-    };
+    let (mantissa, binary_exponent) =
+        if biased_exponent == 0 { (fraction, -1074) } else { (fraction | (1 << 52), biased_exponent - 1075) };
     let trailing_zeros = mantissa.trailing_zeros();
     let odd_mantissa = u128::from(mantissa >> trailing_zeros);
     let binary_exponent = binary_exponent + trailing_zeros as i32;
@@ -574,8 +558,7 @@ mod tests {
 
     /// Loads `hashes.json`: beside the workspace in the real repo, at the shared path otherwise.
     fn vectors() -> Json {
-        let beside_workspace =
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/protocol/vectors/hashes.json");
+        let beside_workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/protocol/vectors/hashes.json");
         let shared = "/work/shared/protocol/vectors/hashes.json";
         let text = std::fs::read_to_string(beside_workspace)
             .or_else(|_| std::fs::read_to_string(shared))
@@ -588,11 +571,7 @@ mod tests {
     }
 
     fn timestamp_of(value: &Json) -> Timestamp {
-        Timestamp::new(
-            value["millis"].as_u64().unwrap(),
-            as_u32(&value["counter"]),
-            value["nodeId"].as_str().unwrap(),
-        )
+        Timestamp::new(value["millis"].as_u64().unwrap(), as_u32(&value["counter"]), value["nodeId"].as_str().unwrap())
     }
 
     /// Encodes a JSON value as msgpack, integers as integers, as the client would send it.
@@ -609,10 +588,7 @@ mod tests {
                 Json::String(text) => rmpv::Value::from(text.as_str()),
                 Json::Array(items) => rmpv::Value::Array(items.iter().map(convert).collect()),
                 Json::Object(entries) => rmpv::Value::Map(
-                    entries
-                        .iter()
-                        .map(|(key, item)| (rmpv::Value::from(key.as_str()), convert(item)))
-                        .collect(),
+                    entries.iter().map(|(key, item)| (rmpv::Value::from(key.as_str()), convert(item))).collect(),
                 ),
             }
         }
@@ -667,12 +643,7 @@ mod tests {
     }
 
     fn json_buckets(value: &Json) -> BTreeMap<String, u32> {
-        value
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(digit, hash)| (digit.clone(), as_u32(hash)))
-            .collect()
+        value.as_object().unwrap().iter().map(|(digit, hash)| (digit.clone(), as_u32(hash))).collect()
     }
 
     #[test]
@@ -685,21 +656,13 @@ mod tests {
         for case in cases {
             let input = case["input"].as_str().unwrap();
             let units: Vec<u64> = input.encode_utf16().map(u64::from).collect();
-            let expected_units: Vec<u64> = case["utf16Units"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|unit| unit.as_u64().unwrap())
-                .collect();
+            let expected_units: Vec<u64> =
+                case["utf16Units"].as_array().unwrap().iter().map(|unit| unit.as_u64().unwrap()).collect();
             assert_eq!(units, expected_units, "input {input:?}");
             let hash = fnv1a_utf16(input);
             assert_eq!(hash, as_u32(&case["fnv1a"]), "input {input:?}");
             assert_eq!(format!("{hash:08x}"), case["hex8"].as_str().unwrap(), "input {input:?}");
-            assert_eq!(
-                u64::from(partition_of(input)),
-                case["partition"].as_u64().unwrap(),
-                "input {input:?}"
-            );
+            assert_eq!(u64::from(partition_of(input)), case["partition"].as_u64().unwrap(), "input {input:?}");
             let path: String = merkle_path(input).iter().map(|nibble| hex_digit(*nibble)).collect();
             assert_eq!(path, case["hex8"].as_str().unwrap()[..3], "input {input:?}");
         }
@@ -715,11 +678,7 @@ mod tests {
         }
         for case in vectors["combineHashes"].as_array().unwrap() {
             let inputs: Vec<u32> = case["inputs"].as_array().unwrap().iter().map(as_u32).collect();
-            assert_eq!(
-                combine(inputs.iter().copied()),
-                as_u32(&case["result"]),
-                "combine({inputs:?})"
-            );
+            assert_eq!(combine(inputs.iter().copied()), as_u32(&case["result"]), "combine({inputs:?})");
             assert_eq!(combine(inputs.iter().rev().copied()), as_u32(&case["result"]));
         }
     }
@@ -876,18 +835,9 @@ mod tests {
             (r#"{}"#, r#"{}"#),
             (r#"{"c":1,"a":2}"#, r#"{"a":2,"c":1}"#),
             // Nested objects keep only top-level keys, in the top-level (sorted) order.
-            (
-                r#"{"b":{"b":1,"x":2,"a":3},"a":[1,{"a":null,"z":0}]}"#,
-                r#"{"a":[1,{"a":null}],"b":{"a":3,"b":1}}"#,
-            ),
-            (
-                r#"{"s":"line\nbreak \"q\" \\ \u0001 é 😀"}"#,
-                r#"{"s":"line\nbreak \"q\" \\ \u0001 é 😀"}"#,
-            ),
-            (
-                r#"{"n":1.5,"i":-3,"big":10000000000000000000000}"#,
-                r#"{"big":1e+22,"i":-3,"n":1.5}"#,
-            ),
+            (r#"{"b":{"b":1,"x":2,"a":3},"a":[1,{"a":null,"z":0}]}"#, r#"{"a":[1,{"a":null}],"b":{"a":3,"b":1}}"#),
+            (r#"{"s":"line\nbreak \"q\" \\ \u0001 é 😀"}"#, r#"{"s":"line\nbreak \"q\" \\ \u0001 é 😀"}"#),
+            (r#"{"n":1.5,"i":-3,"big":10000000000000000000000}"#, r#"{"big":1e+22,"i":-3,"n":1.5}"#),
             (r#"[]"#, r#"[]"#),
             (r#"[3,"x",null,true]"#, r#"[3,"x",null,true]"#),
             // Inside an array the whitelist is the array's indices.

@@ -77,11 +77,7 @@ impl Hlc {
     /// clock far in the future cannot drag every later server timestamp along with it.
     pub fn update(&mut self, remote: &Timestamp, wall_ms: u64) -> Result<(), ClockDrift> {
         if self.is_too_far_ahead(remote, wall_ms) {
-            return Err(ClockDrift {
-                remote_millis: remote.millis,
-                wall_ms,
-                max_drift_ms: self.max_drift_ms,
-            });
+            return Err(ClockDrift { remote_millis: remote.millis, wall_ms, max_drift_ms: self.max_drift_ms });
         }
         let millis = self.last_millis.max(wall_ms).max(remote.millis);
         let (millis, counter) = if millis == self.last_millis && millis == remote.millis {
@@ -216,11 +212,7 @@ mod tests {
         assert!(clock.is_too_far_ahead(&too_far, 1_000));
         assert_eq!(
             clock.update(&too_far, 1_000),
-            Err(ClockDrift {
-                remote_millis: too_far.millis,
-                wall_ms: 1_000,
-                max_drift_ms: MAX_DRIFT_MS_DEFAULT
-            })
+            Err(ClockDrift { remote_millis: too_far.millis, wall_ms: 1_000, max_drift_ms: MAX_DRIFT_MS_DEFAULT })
         );
         assert_eq!(clock.last(), Timestamp::new(1_000, 0, "server"));
         let at_limit = Timestamp::new(1_000 + MAX_DRIFT_MS_DEFAULT, 3, "client");
@@ -258,13 +250,10 @@ mod tests {
                     assert!(stamp > highest_seen, "seed={seed} step={step}");
                     highest_seen = stamp;
                 } else {
-                    let counter = if prng.below(4) == 0 {
-                        u32::MAX - prng.below(3) as u32
-                    } else {
-                        prng.below(10) as u32
-                    };
-                    let millis = (wall_ms + prng.below(2 * MAX_DRIFT_MS_DEFAULT))
-                        .saturating_sub(MAX_DRIFT_MS_DEFAULT / 2);
+                    let counter =
+                        if prng.below(4) == 0 { u32::MAX - prng.below(3) as u32 } else { prng.below(10) as u32 };
+                    let millis =
+                        (wall_ms + prng.below(2 * MAX_DRIFT_MS_DEFAULT)).saturating_sub(MAX_DRIFT_MS_DEFAULT / 2);
                     let remote = Timestamp::new(millis, counter, "client");
                     let before = clock.last();
                     match clock.update(&remote, wall_ms) {

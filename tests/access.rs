@@ -66,7 +66,10 @@ fn roles_get_what_the_acl_grants() {
     assert_eq!(get(&user.recv_type("OP_ACK"), "payload.lastId").as_str(), Some("1"));
     assert_eq!(result_keys(&query(&mut user, "q", "todos", map(vec![]))), vec!["a"]);
 
-    user.send(&op_batch(vec![put_op(2, "todos", "b", Value::from(2), now), put_op(3, "secret", "x", Value::from(3), now)]));
+    user.send(&op_batch(vec![
+        put_op(2, "todos", "b", Value::from(2), now),
+        put_op(3, "secret", "x", Value::from(3), now),
+    ]));
     let (code, message) = error_of(&mut user);
     assert_eq!(code, 403);
     assert!(message.contains("secret"), "{message}");
@@ -77,7 +80,11 @@ fn roles_get_what_the_acl_grants() {
     assert_eq!(error_of(&mut user).0, 403, "USER may not remove");
 
     let mut admin = client_with_roles(&server, &["ADMIN"]);
-    assert_eq!(result_keys(&query(&mut admin, "all", "todos", map(vec![]))), vec!["a"], "the denied batch applied nothing");
+    assert_eq!(
+        result_keys(&query(&mut admin, "all", "todos", map(vec![]))),
+        vec!["a"],
+        "the denied batch applied nothing"
+    );
     assert!(result_keys(&query(&mut admin, "sec", "secret", map(vec![]))).is_empty());
     let mut nobody = client_with_roles(&server, &[]);
     nobody.send(&msg_payload("QUERY_SUB", vec![("queryId", s("n")), ("mapName", s("todos")), ("query", map(vec![]))]));
@@ -91,7 +98,10 @@ fn reserved_maps_are_refused() {
     let mut client = server.client();
     client.send(&op_batch(vec![put_op(1, "__topgun_meta", "k", Value::from(1), now_ms())]));
     assert_eq!(error_of(&mut client).0, 403);
-    client.send(&msg_payload("QUERY_SUB", vec![("queryId", s("q")), ("mapName", s("_topgun_x")), ("query", map(vec![]))]));
+    client.send(&msg_payload(
+        "QUERY_SUB",
+        vec![("queryId", s("q")), ("mapName", s("_topgun_x")), ("query", map(vec![]))],
+    ));
     assert_eq!(error_of(&mut client).0, 403);
     assert!(result_keys(&query(&mut client, "ok", "topgun", map(vec![]))).is_empty());
 }
@@ -103,13 +113,19 @@ fn rate_limit_answers_429() {
     let server = Server::start(&["--cores", "0-1", "--jwt-secret", SECRET, "--rate-limit-ops", "100"]);
     let mut client = server.client();
     let now = now_ms();
-    let batch = |first: u64| op_batch((first..first + 150).map(|id| put_op(id, "rate", &format!("k{id}"), Value::from(id), now)).collect());
+    let batch = |first: u64| {
+        op_batch((first..first + 150).map(|id| put_op(id, "rate", &format!("k{id}"), Value::from(id), now)).collect())
+    };
     client.send(&batch(1));
     client.recv_type("OP_ACK");
     client.send(&batch(1_000));
     let (code, message) = error_of(&mut client);
     assert_eq!((code, message.as_str()), (429, "rate limit exceeded, slow down"));
-    assert_eq!(result_keys(&query(&mut client, "q", "rate", map(vec![]))).len(), 150, "the refused batch applied nothing");
+    assert_eq!(
+        result_keys(&query(&mut client, "q", "rate", map(vec![]))).len(),
+        150,
+        "the refused batch applied nothing"
+    );
 }
 
 // Goal: the batch, value and subscription limits answer as documented: a batch over
@@ -118,21 +134,33 @@ fn rate_limit_answers_429() {
 #[test]
 fn batch_value_and_subscription_limits() {
     let server = Server::start(&[
-        "--cores", "0-1", "--jwt-secret", SECRET,
-        "--max-ops-per-batch", "5", "--max-value-bytes", "100", "--max-subscriptions-per-connection", "2",
+        "--cores",
+        "0-1",
+        "--jwt-secret",
+        SECRET,
+        "--max-ops-per-batch",
+        "5",
+        "--max-value-bytes",
+        "100",
+        "--max-subscriptions-per-connection",
+        "2",
     ]);
     let mut client = server.client();
     let now = now_ms();
     client.send(&op_batch((1..=6).map(|id| put_op(id, "lim", &format!("k{id}"), Value::from(id), now)).collect()));
     assert_eq!(error_of(&mut client).0, 413);
-    client.send(&op_batch(vec![put_op(7, "lim", "small", Value::from(1), now), put_op(8, "lim", "big", s(&"x".repeat(200)), now)]));
+    client.send(&op_batch(vec![
+        put_op(7, "lim", "small", Value::from(1), now),
+        put_op(8, "lim", "big", s(&"x".repeat(200)), now),
+    ]));
     let rejected = client.recv_type("OP_REJECTED");
     assert_eq!(get(&rejected, "payload.opId").as_str(), Some("8"));
     assert_eq!(get(&rejected, "payload.code").as_u64(), Some(413));
     assert_eq!(get(&client.recv_type("OP_ACK"), "payload.lastId").as_str(), Some("8"));
     assert_eq!(result_keys(&query(&mut client, "one", "lim", map(vec![]))), vec!["small"]);
     query(&mut client, "two", "lim", map(vec![]));
-    client.send(&msg_payload("QUERY_SUB", vec![("queryId", s("three")), ("mapName", s("lim")), ("query", map(vec![]))]));
+    client
+        .send(&msg_payload("QUERY_SUB", vec![("queryId", s("three")), ("mapName", s("lim")), ("query", map(vec![]))]));
     assert_eq!(error_of(&mut client).0, 429);
     query(&mut client, "two", "lim", map(vec![])); // re-using an id is a replacement, not a new one
 }

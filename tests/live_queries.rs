@@ -131,7 +131,8 @@ fn enter_update_leave_reach_every_subscriber() {
     ]);
     expected.sort();
     let check = |updates: Vec<(String, String, Value)>, who: &str| {
-        let mut summary: Vec<(String, String)> = updates.iter().map(|(change, key, _)| (change.clone(), key.clone())).collect();
+        let mut summary: Vec<(String, String)> =
+            updates.iter().map(|(change, key, _)| (change.clone(), key.clone())).collect();
         summary.sort();
         assert_eq!(summary, expected, "{who}");
         let updated = updates.iter().find(|(change, key, _)| change == "UPDATE" && *key == keys[0]).unwrap();
@@ -191,10 +192,15 @@ fn limited_window_refills_from_the_whole_map() {
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("ENTER", "row-4"));
     assert_eq!((got[1].0.as_str(), got[1].1.as_str()), ("LEAVE", "row-best"));
-    let fresh = subscribe(&mut subscriber, "check", "ranked", map(vec![
-        ("sort", Value::Array(vec![map(vec![("field", s("priority")), ("direction", s("asc"))])])),
-        ("limit", Value::from(3)),
-    ]));
+    let fresh = subscribe(
+        &mut subscriber,
+        "check",
+        "ranked",
+        map(vec![
+            ("sort", Value::Array(vec![map(vec![("field", s("priority")), ("direction", s("asc"))])])),
+            ("limit", Value::from(3)),
+        ]),
+    );
     assert_eq!(result_keys(&fresh), vec!["row-2", "row-3", "row-4"]);
 }
 
@@ -253,10 +259,15 @@ fn subscriptions_vanish_on_disconnect() {
 fn projection_applies_to_query_messages_only() {
     let server = Server::two_shards();
     let mut subscriber = server.client();
-    subscriber.send(&msg_payload("QUERY_SUB", vec![
-        ("queryId", s("p")), ("mapName", s("people")), ("query", map(vec![])),
-        ("fields", Value::Array(vec![s("name")])),
-    ]));
+    subscriber.send(&msg_payload(
+        "QUERY_SUB",
+        vec![
+            ("queryId", s("p")),
+            ("mapName", s("people")),
+            ("query", map(vec![])),
+            ("fields", Value::Array(vec![s("name")])),
+        ],
+    ));
     subscriber.recv_type("QUERY_RESP");
     let mut writer = server.client();
     put(&mut writer, 1, "people", "ada", map(vec![("name", s("Ada")), ("secret", s("x"))]));
@@ -277,18 +288,26 @@ fn bad_queries_are_answered() {
     for query_value in [
         map(vec![("limit", Value::from(-1))]),
         map(vec![("limit", s("ten"))]),
-        map(vec![("predicate", map(vec![("op", s("in")), ("attribute", s("name")), ("value", Value::Array(vec![Value::from(1); 20_000]))]))]),
+        map(vec![(
+            "predicate",
+            map(vec![("op", s("in")), ("attribute", s("name")), ("value", Value::Array(vec![Value::from(1); 20_000]))]),
+        )]),
         Value::from(5),
     ] {
-        client.send(&msg_payload("QUERY_SUB", vec![("queryId", s("bad")), ("mapName", s("bad")), ("query", query_value)]));
+        client.send(&msg_payload(
+            "QUERY_SUB",
+            vec![("queryId", s("bad")), ("mapName", s("bad")), ("query", query_value)],
+        ));
         let error = client.recv_type("ERROR");
         assert_eq!(get(&error, "payload.code").as_u64(), Some(400), "{error}");
     }
     let unknown = map(vec![("predicate", map(vec![("op", s("fuzzy")), ("attribute", s("name")), ("value", s("x"))]))]);
     assert!(result_keys(&query(&mut client, "u", "bad", unknown)).is_empty());
-    let broken_regex = map(vec![("predicate", map(vec![("op", s("regex")), ("attribute", s("name")), ("value", s("(unclosed"))]))]);
+    let broken_regex =
+        map(vec![("predicate", map(vec![("op", s("regex")), ("attribute", s("name")), ("value", s("(unclosed"))]))]);
     assert!(result_keys(&query(&mut client, "r", "bad", broken_regex)).is_empty());
-    let pathological = map(vec![("predicate", map(vec![("op", s("regex")), ("attribute", s("name")), ("value", s("(x+x+)+y"))]))]);
+    let pathological =
+        map(vec![("predicate", map(vec![("op", s("regex")), ("attribute", s("name")), ("value", s("(x+x+)+y"))]))]);
     assert!(result_keys(&query(&mut client, "p", "bad", pathological)).is_empty());
     assert_eq!(result_keys(&query(&mut client, "ok", "bad", map(vec![]))), vec!["k"]);
 }

@@ -16,9 +16,9 @@ use serde_json::Value as Json;
 
 use shardgrid::model::{LwwRecord, OrRecord, PnCounterState, Timestamp, WriteConcern};
 use shardgrid::protocol::{
-    decode_client_message, encode, ChangeType, ClientMessage, ClientOp, CursorStatus, DecodeLimits,
-    NodeStatus, OpKind, OpResult, OrMapEntry, PartitionInfo, PartitionMap, PartitionNode,
-    QueryResp, SearchHit, ServerEvent, ServerEventBody, ServerMessage,
+    decode_client_message, encode, ChangeType, ClientMessage, ClientOp, CursorStatus, DecodeLimits, NodeStatus, OpKind,
+    OpResult, OrMapEntry, PartitionInfo, PartitionMap, PartitionNode, QueryResp, SearchHit, ServerEvent,
+    ServerEventBody, ServerMessage,
 };
 
 /// Vector counts as of this test's writing; a change means a vector to look at.
@@ -30,10 +30,7 @@ const NON_MESSAGE_FILES: [&str; 2] = ["index.json", "hashes.json"];
 
 fn vectors_dir() -> PathBuf {
     // `shared/` sits beside the repository; a scratch crate elsewhere finds it at its home.
-    let beside_repo = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/protocol/vectors"
-    ));
+    let beside_repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/protocol/vectors"));
     if beside_repo.is_dir() {
         return beside_repo;
     }
@@ -73,12 +70,9 @@ fn json_to_value(json: &Json) -> Value {
         }
         Json::String(text) => Value::from(text.as_str()),
         Json::Array(items) => Value::Array(items.iter().map(json_to_value).collect()),
-        Json::Object(fields) => Value::Map(
-            fields
-                .iter()
-                .map(|(key, value)| (Value::from(key.as_str()), json_to_value(value)))
-                .collect(),
-        ),
+        Json::Object(fields) => {
+            Value::Map(fields.iter().map(|(key, value)| (Value::from(key.as_str()), json_to_value(value))).collect())
+        }
     }
 }
 
@@ -105,9 +99,9 @@ fn equivalent(left: &Value, right: &Value) -> bool {
         (Value::Map(left), Value::Map(right)) => {
             left.len() == right.len()
                 && left.iter().all(|(key, value)| {
-                    right.iter().any(|(other_key, other_value)| {
-                        equivalent(key, other_key) && equivalent(value, other_value)
-                    })
+                    right
+                        .iter()
+                        .any(|(other_key, other_value)| equivalent(key, other_key) && equivalent(value, other_value))
                 })
         }
         (Value::Array(left), Value::Array(right)) => {
@@ -121,10 +115,7 @@ fn equivalent(left: &Value, right: &Value) -> bool {
 }
 
 fn assert_equivalent(actual: &Value, expected: &Value, context: &str) {
-    assert!(
-        equivalent(actual, expected),
-        "{context}:\n  actual:   {actual}\n  expected: {expected}"
-    );
+    assert!(equivalent(actual, expected), "{context}:\n  actual:   {actual}\n  expected: {expected}");
 }
 
 /// Asserts that msgpack `bytes` hold the value the JSON describes.
@@ -133,21 +124,15 @@ fn assert_bytes_match_json(bytes: &[u8], json: &Json, context: &str) {
 }
 
 fn text<'a>(json: &'a Json, pointer: &str) -> &'a str {
-    json.pointer(pointer)
-        .and_then(Json::as_str)
-        .unwrap_or_else(|| panic!("{pointer} in {json}"))
+    json.pointer(pointer).and_then(Json::as_str).unwrap_or_else(|| panic!("{pointer} in {json}"))
 }
 
 fn opt_text(json: &Json, pointer: &str) -> Option<String> {
-    json.pointer(pointer)
-        .and_then(Json::as_str)
-        .map(str::to_owned)
+    json.pointer(pointer).and_then(Json::as_str).map(str::to_owned)
 }
 
 fn uint(json: &Json, pointer: &str) -> u64 {
-    json.pointer(pointer)
-        .and_then(Json::as_u64)
-        .unwrap_or_else(|| panic!("{pointer} in {json}"))
+    json.pointer(pointer).and_then(Json::as_u64).unwrap_or_else(|| panic!("{pointer} in {json}"))
 }
 
 fn opt_uint(json: &Json, pointer: &str) -> Option<u64> {
@@ -155,24 +140,15 @@ fn opt_uint(json: &Json, pointer: &str) -> Option<u64> {
 }
 
 fn items<'a>(json: &'a Json, pointer: &str) -> &'a Vec<Json> {
-    json.pointer(pointer)
-        .and_then(Json::as_array)
-        .unwrap_or_else(|| panic!("{pointer} in {json}"))
+    json.pointer(pointer).and_then(Json::as_array).unwrap_or_else(|| panic!("{pointer} in {json}"))
 }
 
 fn texts(json: &Json, pointer: &str) -> Vec<String> {
-    items(json, pointer)
-        .iter()
-        .map(|item| item.as_str().expect("a string").to_owned())
-        .collect()
+    items(json, pointer).iter().map(|item| item.as_str().expect("a string").to_owned()).collect()
 }
 
 fn timestamp(json: &Json) -> Timestamp {
-    Timestamp::new(
-        uint(json, "/millis"),
-        u32::try_from(uint(json, "/counter")).unwrap(),
-        text(json, "/nodeId"),
-    )
+    Timestamp::new(uint(json, "/millis"), u32::try_from(uint(json, "/counter")).unwrap(), text(json, "/nodeId"))
 }
 
 fn lww_record(json: &Json) -> LwwRecord {
@@ -219,10 +195,7 @@ fn totals(json: Option<&Json>) -> BTreeMap<String, f64> {
 /// The counter state a JSON `state` describes, in whichever spelling it uses.
 fn counter_state(json: &Json) -> PnCounterState {
     let side = |short: &str, long: &str| totals(json.get(short).or_else(|| json.get(long)));
-    PnCounterState {
-        positive: side("p", "positive"),
-        negative: side("n", "negative"),
-    }
+    PnCounterState { positive: side("p", "positive"), negative: side("n", "negative") }
 }
 
 /// Asserts that a raw rmpv body equals its JSON description.
@@ -239,42 +212,24 @@ fn check_op(op: &ClientOp, json: &Json, context: &str) {
     assert_eq!(op.id, opt_text(json, "/id"), "{context}: id");
     assert_eq!(op.map_name, text(json, "/mapName"), "{context}: mapName");
     assert_eq!(op.key, text(json, "/key"), "{context}: key");
-    assert_eq!(
-        op.write_concern,
-        write_concern(json, "/writeConcern"),
-        "{context}: writeConcern"
-    );
+    assert_eq!(op.write_concern, write_concern(json, "/writeConcern"), "{context}: writeConcern");
     assert_eq!(op.timeout, opt_uint(json, "/timeout"), "{context}: timeout");
     let expected = match text(json, "/opType") {
         "PUT" => OpKind::Put(lww_record(&json["record"])),
         "REMOVE" => {
             let record = lww_record(&json["record"]);
-            assert!(
-                record.value.is_none(),
-                "{context}: the vector's remove carries a tombstone"
-            );
-            OpKind::Remove {
-                record: Some(LwwRecord {
-                    ttl_ms: None,
-                    ..record
-                }),
-            }
+            assert!(record.value.is_none(), "{context}: the vector's remove carries a tombstone");
+            OpKind::Remove { record: Some(LwwRecord { ttl_ms: None, ..record }) }
         }
         "OR_ADD" => OpKind::OrAdd(or_record(&json["orRecord"])),
-        "OR_REMOVE" => OpKind::OrRemove {
-            tag: text(json, "/orTag").to_owned(),
-        },
+        "OR_REMOVE" => OpKind::OrRemove { tag: text(json, "/orTag").to_owned() },
         other => panic!("{context}: opType {other}"),
     };
     // Value bytes are compared structurally: the client's map16 is kept as sent, the
     // expectation is re-encoded from JSON.
     match (&op.kind, &expected) {
         (OpKind::Put(actual), OpKind::Put(expected)) => {
-            assert_value_bytes(
-                actual.value.as_deref().unwrap(),
-                &json["record"]["value"],
-                context,
-            );
+            assert_value_bytes(actual.value.as_deref().unwrap(), &json["record"]["value"], context);
             assert_eq!(actual.timestamp, expected.timestamp, "{context}: timestamp");
             assert_eq!(actual.ttl_ms, expected.ttl_ms, "{context}: ttlMs");
         }
@@ -293,18 +248,10 @@ fn check_op(op: &ClientOp, json: &Json, context: &str) {
 /// Checks a decoded client message against the vector's JSON `message`.
 fn check_client(file: &str, decoded: &ClientMessage, message: &Json) {
     let context = file;
-    assert_eq!(
-        decoded.message_type().as_str(),
-        text(message, "/type"),
-        "{context}: type"
-    );
+    assert_eq!(decoded.message_type().as_str(), text(message, "/type"), "{context}: type");
     let payload = &message["payload"];
     match decoded {
-        ClientMessage::Auth {
-            token,
-            device_token,
-            protocol_version,
-        } => {
+        ClientMessage::Auth { token, device_token, protocol_version } => {
             assert_eq!(token, text(message, "/token"));
             assert_eq!(device_token, &opt_text(message, "/deviceToken"));
             assert_eq!(protocol_version, &None);
@@ -313,11 +260,7 @@ fn check_client(file: &str, decoded: &ClientMessage, message: &Json) {
             assert_eq!(device_token, &opt_text(message, "/deviceToken"));
         }
         ClientMessage::ClientOp(op) => check_op(op, payload, context),
-        ClientMessage::OpBatch {
-            ops,
-            write_concern: batch_concern,
-            timeout,
-        } => {
+        ClientMessage::OpBatch { ops, write_concern: batch_concern, timeout } => {
             let json_ops = items(payload, "/ops");
             assert_eq!(ops.len(), json_ops.len(), "{context}: op count");
             for (index, (op, json)) in ops.iter().zip(json_ops).enumerate() {
@@ -326,12 +269,7 @@ fn check_client(file: &str, decoded: &ClientMessage, message: &Json) {
             assert_eq!(batch_concern, &write_concern(payload, "/writeConcern"));
             assert_eq!(timeout, &opt_uint(payload, "/timeout"));
         }
-        ClientMessage::QuerySub {
-            query_id,
-            map_name,
-            query,
-            fields,
-        } => {
+        ClientMessage::QuerySub { query_id, map_name, query, fields } => {
             assert_eq!(query_id, text(payload, "/queryId"));
             assert_eq!(map_name, text(payload, "/mapName"));
             assert_raw(query, &payload["query"], context);
@@ -344,20 +282,12 @@ fn check_client(file: &str, decoded: &ClientMessage, message: &Json) {
             assert_eq!(topic, text(payload, "/topic"));
             assert_value_bytes(data, &payload["data"], context);
         }
-        ClientMessage::LockRequest {
-            request_id,
-            name,
-            ttl,
-        } => {
+        ClientMessage::LockRequest { request_id, name, ttl } => {
             assert_eq!(request_id, text(payload, "/requestId"));
             assert_eq!(name, text(payload, "/name"));
             assert_eq!(ttl, &opt_uint(payload, "/ttl"));
         }
-        ClientMessage::LockRelease {
-            request_id,
-            name,
-            fencing_token,
-        } => {
+        ClientMessage::LockRelease { request_id, name, fencing_token } => {
             assert_eq!(request_id, &opt_text(payload, "/requestId"));
             assert_eq!(name, text(payload, "/name"));
             assert_eq!(*fencing_token, uint(payload, "/fencingToken"));
@@ -366,51 +296,27 @@ fn check_client(file: &str, decoded: &ClientMessage, message: &Json) {
         ClientMessage::CounterSync { name, state } => {
             assert_eq!(name, text(payload, "/name"));
             assert_eq!(state, &counter_state(&payload["state"]));
-            assert!(
-                !state.positive.is_empty() && !state.negative.is_empty(),
-                "{context}"
-            );
+            assert!(!state.positive.is_empty() && !state.negative.is_empty(), "{context}");
         }
-        ClientMessage::SyncInit {
-            map_name,
-            last_sync_timestamp,
-        } => {
+        ClientMessage::SyncInit { map_name, last_sync_timestamp } => {
             assert_eq!(map_name, text(message, "/mapName"));
-            assert_eq!(
-                last_sync_timestamp,
-                &opt_uint(message, "/lastSyncTimestamp")
-            );
+            assert_eq!(last_sync_timestamp, &opt_uint(message, "/lastSyncTimestamp"));
         }
-        ClientMessage::MerkleReqBucket { map_name, path }
-        | ClientMessage::OrMapMerkleReqBucket { map_name, path } => {
+        ClientMessage::MerkleReqBucket { map_name, path } | ClientMessage::OrMapMerkleReqBucket { map_name, path } => {
             assert_eq!(map_name, text(payload, "/mapName"));
             assert_eq!(path, text(payload, "/path"));
         }
-        ClientMessage::OrMapSyncInit {
-            map_name,
-            root_hash,
-            bucket_hashes,
-            last_sync_timestamp,
-            claimed_epoch,
-        } => {
+        ClientMessage::OrMapSyncInit { map_name, root_hash, bucket_hashes, last_sync_timestamp, claimed_epoch } => {
             assert_eq!(map_name, text(message, "/mapName"));
             assert_eq!(u64::from(*root_hash), uint(message, "/rootHash"));
             let expected: BTreeMap<String, u32> = message["bucketHashes"]
                 .as_object()
                 .unwrap()
                 .iter()
-                .map(|(child, hash)| {
-                    (
-                        child.clone(),
-                        u32::try_from(hash.as_u64().unwrap()).unwrap(),
-                    )
-                })
+                .map(|(child, hash)| (child.clone(), u32::try_from(hash.as_u64().unwrap()).unwrap()))
                 .collect();
             assert_eq!(bucket_hashes, &expected);
-            assert_eq!(
-                last_sync_timestamp,
-                &opt_uint(message, "/lastSyncTimestamp")
-            );
+            assert_eq!(last_sync_timestamp, &opt_uint(message, "/lastSyncTimestamp"));
             assert_eq!(claimed_epoch, &opt_uint(message, "/claimedEpoch"));
         }
         ClientMessage::OrMapPushDiff { map_name, entries } => {
@@ -419,17 +325,9 @@ fn check_client(file: &str, decoded: &ClientMessage, message: &Json) {
             assert_eq!(entries.len(), expected.len());
             for (entry, json) in entries.iter().zip(expected) {
                 let wanted = or_map_entry(json);
-                assert_eq!(
-                    (&entry.key, &entry.tombstones),
-                    (&wanted.key, &wanted.tombstones)
-                );
+                assert_eq!((&entry.key, &entry.tombstones), (&wanted.key, &wanted.tombstones));
                 assert_eq!(entry.records.len(), wanted.records.len());
-                for ((record, wanted), json) in entry
-                    .records
-                    .iter()
-                    .zip(&wanted.records)
-                    .zip(items(json, "/records"))
-                {
+                for ((record, wanted), json) in entry.records.iter().zip(&wanted.records).zip(items(json, "/records")) {
                     assert_value_bytes(&record.value, &json["value"], context);
                     assert_eq!(
                         (&record.timestamp, &record.tag, record.ttl_ms),
@@ -440,67 +338,37 @@ fn check_client(file: &str, decoded: &ClientMessage, message: &Json) {
         }
         ClientMessage::ClientApplyAck { cursor } => assert_eq!(*cursor, uint(message, "/cursor")),
         ClientMessage::Ping { timestamp } => assert_eq!(*timestamp, uint(message, "/timestamp")),
-        ClientMessage::Search {
-            request_id,
-            map_name,
-            query,
-            options,
-        } => {
+        ClientMessage::Search { request_id, map_name, query, options } => {
             assert_eq!(request_id, text(payload, "/requestId"));
             assert_eq!(map_name, text(payload, "/mapName"));
             assert_eq!(query, text(payload, "/query"));
             assert_eq!(options.limit, opt_uint(payload, "/options/limit"));
-            assert_eq!(
-                options.min_score,
-                payload.pointer("/options/minScore").and_then(Json::as_f64)
-            );
+            assert_eq!(options.min_score, payload.pointer("/options/minScore").and_then(Json::as_f64));
             assert_eq!(options.boost, totals(payload.pointer("/options/boost")));
         }
-        ClientMessage::SearchSub {
-            subscription_id,
-            map_name,
-            query,
-            options,
-        } => {
+        ClientMessage::SearchSub { subscription_id, map_name, query, options } => {
             assert_eq!(subscription_id, text(payload, "/subscriptionId"));
             assert_eq!(map_name, text(payload, "/mapName"));
             assert_eq!(query, text(payload, "/query"));
             assert_eq!(options.limit, opt_uint(payload, "/options/limit"));
-            assert_eq!(
-                options.min_score,
-                payload.pointer("/options/minScore").and_then(Json::as_f64)
-            );
+            assert_eq!(options.min_score, payload.pointer("/options/minScore").and_then(Json::as_f64));
         }
         ClientMessage::PartitionMapRequest { current_version } => {
             assert_eq!(current_version, &opt_uint(payload, "/currentVersion"));
         }
-        ClientMessage::JournalRead {
-            request_id,
-            from_sequence,
-            limit,
-            map_name,
-        } => {
+        ClientMessage::JournalRead { request_id, from_sequence, limit, map_name } => {
             assert_eq!(request_id, text(message, "/requestId"));
             assert_eq!(from_sequence.to_string(), text(message, "/fromSequence"));
             assert_eq!(limit, &opt_uint(message, "/limit"));
             assert_eq!(map_name, &opt_text(message, "/mapName"));
         }
-        ClientMessage::EntryProcess {
-            request_id,
-            map_name,
-            key,
-            processor,
-        } => {
+        ClientMessage::EntryProcess { request_id, map_name, key, processor } => {
             assert_eq!(request_id, text(message, "/requestId"));
             assert_eq!(map_name, text(message, "/mapName"));
             assert_eq!(key, text(message, "/key"));
             assert_eq!(processor.name, text(message, "/processor/name"));
             assert_eq!(processor.code, text(message, "/processor/code"));
-            assert_value_bytes(
-                processor.args.as_deref().unwrap(),
-                &message["processor"]["args"],
-                context,
-            );
+            assert_value_bytes(processor.args.as_deref().unwrap(), &message["processor"]["args"], context);
         }
         other => panic!("{context}: no check for {other:?}; add one"),
     }
@@ -529,12 +397,7 @@ fn buckets(json: &Json) -> Vec<(u8, u32)> {
     json.as_object()
         .unwrap()
         .iter()
-        .map(|(child, hash)| {
-            (
-                u8::from_str_radix(child, 16).unwrap(),
-                u32::try_from(hash.as_u64().unwrap()).unwrap(),
-            )
-        })
+        .map(|(child, hash)| (u8::from_str_radix(child, 16).unwrap(), u32::try_from(hash.as_u64().unwrap()).unwrap()))
         .collect()
 }
 
@@ -549,19 +412,14 @@ fn server_message(file: &str, message: &Json) -> ServerMessage {
             device_id: opt_text(message, "/deviceId"),
             device_token: None,
         },
-        "33_auth_fail.msgpack" => ServerMessage::AuthFail {
-            error: opt_text(message, "/error"),
-            code: None,
-        },
+        "33_auth_fail.msgpack" => ServerMessage::AuthFail { error: opt_text(message, "/error"), code: None },
         "34_device_ack.msgpack" => ServerMessage::DeviceAck {
             device_id: opt_text(message, "/deviceId"),
             device_token: opt_text(message, "/deviceToken"),
         },
-        "35_op_ack.msgpack" => ServerMessage::OpAck {
-            last_id: "9".into(),
-            achieved_level: Some(WriteConcern::Applied),
-            results: vec![],
-        },
+        "35_op_ack.msgpack" => {
+            ServerMessage::OpAck { last_id: "9".into(), achieved_level: Some(WriteConcern::Applied), results: vec![] }
+        }
         "36_op_ack_with_results.msgpack" => ServerMessage::OpAck {
             last_id: text(payload, "/lastId").into(),
             achieved_level: write_concern(payload, "/achievedLevel"),
@@ -593,21 +451,15 @@ fn server_message(file: &str, message: &Json) -> ServerMessage {
             error: None,
             code: None,
         }),
-        "39_query_update_enter.msgpack" | "40_query_update_leave.msgpack" => {
-            ServerMessage::QueryUpdate {
-                query_id: text(payload, "/queryId").into(),
-                key: text(payload, "/key").into(),
-                value: (!payload["value"].is_null()).then(|| json_bytes(&payload["value"])),
-                change_type: change_type(text(payload, "/changeType")),
-            }
-        }
+        "39_query_update_enter.msgpack" | "40_query_update_leave.msgpack" => ServerMessage::QueryUpdate {
+            query_id: text(payload, "/queryId").into(),
+            key: text(payload, "/key").into(),
+            value: (!payload["value"].is_null()).then(|| json_bytes(&payload["value"])),
+            change_type: change_type(text(payload, "/changeType")),
+        },
         "41_server_event_put.msgpack" | "42_server_event_remove.msgpack" => {
             let record = lww_record(&payload["record"]);
-            let event_type = if record.value.is_some() {
-                "PUT"
-            } else {
-                "REMOVE"
-            };
+            let event_type = if record.value.is_some() { "PUT" } else { "REMOVE" };
             assert_eq!(event_type, text(payload, "/eventType"));
             ServerMessage::ServerEvent(ServerEvent {
                 map_name: text(payload, "/mapName").into(),
@@ -636,10 +488,7 @@ fn server_message(file: &str, message: &Json) -> ServerMessage {
         "46_ormap_sync_resp_leaf.msgpack" => ServerMessage::OrMapSyncRespLeaf {
             map_name: text(payload, "/mapName").into(),
             path: text(payload, "/path").into(),
-            entries: items(payload, "/entries")
-                .iter()
-                .map(or_map_entry)
-                .collect(),
+            entries: items(payload, "/entries").iter().map(or_map_entry).collect(),
             covering_epoch: opt_uint(payload, "/coveringEpoch"),
         },
         "47_lock_granted.msgpack" => ServerMessage::LockGranted {
@@ -662,10 +511,9 @@ fn server_message(file: &str, message: &Json) -> ServerMessage {
             name: text(payload, "/name").into(),
             state: counter_state(&payload["state"]),
         },
-        "51_pong.msgpack" => ServerMessage::Pong {
-            timestamp: uint(message, "/timestamp"),
-            server_time: uint(message, "/serverTime"),
-        },
+        "51_pong.msgpack" => {
+            ServerMessage::Pong { timestamp: uint(message, "/timestamp"), server_time: uint(message, "/serverTime") }
+        }
         "52_error.msgpack" => ServerMessage::Error {
             code: u16::try_from(uint(payload, "/code")).unwrap(),
             message: text(payload, "/message").into(),
@@ -729,11 +577,7 @@ fn every_vector_matches_the_codec() {
         let file = text(vector, "/file");
         let message = &vector["message"];
         let bytes = read(file);
-        assert_eq!(
-            bytes.len() as u64,
-            uint(vector, "/bytes"),
-            "{file}: byte length"
-        );
+        assert_eq!(bytes.len() as u64, uint(vector, "/bytes"), "{file}: byte length");
         // The index's JSON and the bytes describe the same message.
         assert_bytes_match_json(&bytes, message, &format!("{file} against its JSON"));
         assert!(covered.insert(file.to_owned()), "{file} listed twice");
@@ -741,28 +585,21 @@ fn every_vector_matches_the_codec() {
         match text(vector, "/direction") {
             "client->server" => {
                 client_vectors += 1;
-                let decoded = decode_client_message(&bytes, &limits)
-                    .unwrap_or_else(|error| panic!("{file}: {error:?}"));
+                let decoded =
+                    decode_client_message(&bytes, &limits).unwrap_or_else(|error| panic!("{file}: {error:?}"));
                 check_client(file, &decoded, message);
             }
             "server->client" => {
                 server_vectors += 1;
                 let built = server_message(file, message);
-                assert_eq!(
-                    built.message_type().as_str(),
-                    text(message, "/type"),
-                    "{file}"
-                );
+                assert_eq!(built.message_type().as_str(), text(message, "/type"), "{file}");
                 let mut encoded = Vec::new();
                 encode(&built, &mut encoded);
                 let ours = decode_value(&encoded);
                 assert_equivalent(&ours, &decode_value(&bytes), file);
                 let compact_file = text(vector, "/compactFile");
                 assert_equivalent(&ours, &decode_value(&read(compact_file)), compact_file);
-                assert!(
-                    covered.insert(compact_file.to_owned()),
-                    "{compact_file} listed twice"
-                );
+                assert!(covered.insert(compact_file.to_owned()), "{compact_file} listed twice");
             }
             other => panic!("{file}: direction {other}"),
         }
@@ -781,10 +618,7 @@ fn every_vector_matches_the_codec() {
         );
     }
     for file in &covered {
-        assert!(
-            on_disk.contains(file),
-            "{file} is in index.json but not on disk"
-        );
+        assert!(on_disk.contains(file), "{file} is in index.json but not on disk");
     }
     assert_eq!(covered.len() + NON_MESSAGE_FILES.len(), on_disk.len());
     assert_eq!(covered.len(), CLIENT_VECTORS + 2 * SERVER_VECTORS);
@@ -802,34 +636,23 @@ fn vector_notes_hold() {
         panic!("op_batch_three is an OP_BATCH");
     };
     assert_eq!(ops.last().and_then(|op| op.id.as_deref()), Some("9"));
-    let OpKind::Remove {
-        record: Some(tombstone),
-    } = &ops[2].kind
-    else {
+    let OpKind::Remove { record: Some(tombstone) } = &ops[2].kind else {
         panic!("op 9 is a remove with its record's timestamp");
     };
     assert!(tombstone.value.is_none());
     assert!(matches!(ops[1].kind, OpKind::Put(ref record) if record.ttl_ms == Some(60_000)));
 
     let sync_bytes = read("19_sync_init.msgpack");
-    assert!(
-        sync_bytes.contains(&0xcb),
-        "lastSyncTimestamp is float64 on the wire"
-    );
+    assert!(sync_bytes.contains(&0xcb), "lastSyncTimestamp is float64 on the wire");
     assert_eq!(
         decode("19_sync_init.msgpack"),
-        ClientMessage::SyncInit {
-            map_name: "todos".into(),
-            last_sync_timestamp: Some(1_717_171_717_171)
-        }
+        ClientMessage::SyncInit { map_name: "todos".into(), last_sync_timestamp: Some(1_717_171_717_171) }
     );
 
     let ts_client = decode("17_counter_sync_as_sent_by_ts_client.msgpack");
     let schema_form = decode("18_counter_sync_schema_form.msgpack");
     assert_eq!(ts_client, schema_form);
-    let ClientMessage::CounterSync { state, .. } = ts_client else {
-        panic!("a COUNTER_SYNC")
-    };
+    let ClientMessage::CounterSync { state, .. } = ts_client else { panic!("a COUNTER_SYNC") };
     assert_eq!(state.positive.get("client-a"), Some(&3.0));
     assert_eq!(state.negative.get("client-a"), Some(&1.0));
 }

@@ -22,21 +22,27 @@ fn load(client: &mut Client, map_name: &str) {
     let ops = DOCUMENTS
         .iter()
         .enumerate()
-        .map(|(index, (key, text))| put_op(index as u64 + 1, map_name, key, map(vec![("text", s(text)), ("n", Value::from(index))]), now))
+        .map(|(index, (key, text))| {
+            put_op(index as u64 + 1, map_name, key, map(vec![("text", s(text)), ("n", Value::from(index))]), now)
+        })
         .collect();
     client.send(&op_batch(ops));
     client.recv_type("OP_ACK");
 }
 
 fn search(client: &mut Client, request_id: &str, map_name: &str, text: &str) -> Value {
-    client.send(&msg_payload("SEARCH", vec![("requestId", s(request_id)), ("mapName", s(map_name)), ("query", s(text))]));
+    client
+        .send(&msg_payload("SEARCH", vec![("requestId", s(request_id)), ("mapName", s(map_name)), ("query", s(text))]));
     let response = client.recv_type("SEARCH_RESP");
     get(&response, "payload").clone()
 }
 
 fn hits(payload: &Value) -> Vec<(String, f64)> {
     match get(payload, "results") {
-        Value::Array(rows) => rows.iter().map(|row| (get(row, "key").as_str().unwrap().to_string(), get(row, "score").as_f64().unwrap())).collect(),
+        Value::Array(rows) => rows
+            .iter()
+            .map(|row| (get(row, "key").as_str().unwrap().to_string(), get(row, "score").as_f64().unwrap()))
+            .collect(),
         other => panic!("results must be an array: {other}"),
     }
 }
@@ -56,7 +62,11 @@ fn results_do_not_depend_on_the_shard_count() {
         results.push((hits(&milk), hits(&both)));
         assert_eq!(get(&milk, "requestId").as_str(), Some("r1"));
         assert_eq!(get(&milk, "totalCount").as_u64(), Some(4));
-        assert_eq!(get(&milk, "results.0.key").as_str(), Some("d2"), "three occurrences in a short document rank first");
+        assert_eq!(
+            get(&milk, "results.0.key").as_str(),
+            Some("d2"),
+            "three occurrences in a short document rank first"
+        );
         assert_eq!(get(&milk, "results.0.value.text").as_str(), Some("milk milk milk"), "results carry the value");
         assert_eq!(get(&milk, "results.0.matchedTerms.0").as_str(), Some("milk"));
     }
@@ -77,7 +87,10 @@ fn live_search_updates() {
     let mut writer = server.client();
     load(&mut writer, "live");
     let mut subscriber = server.client();
-    subscriber.send(&msg_payload("SEARCH_SUB", vec![("subscriptionId", s("sub-1")), ("mapName", s("live")), ("query", s("jam"))]));
+    subscriber.send(&msg_payload(
+        "SEARCH_SUB",
+        vec![("subscriptionId", s("sub-1")), ("mapName", s("live")), ("query", s("jam"))],
+    ));
     let first = subscriber.recv_type("SEARCH_RESP");
     assert_eq!(get(&first, "payload.requestId").as_str(), Some("sub-1"));
     assert_eq!(hits(get(&first, "payload")).into_iter().map(|(key, _)| key).collect::<Vec<_>>(), vec!["d3"]);
@@ -94,22 +107,34 @@ fn live_search_updates() {
     writer.send(&op_batch(vec![put_op(101, "live", "d3", map(vec![("text", s("jam jam"))]), now + 1)]));
     writer.recv_type("OP_ACK");
     let update = subscriber.recv_type("SEARCH_UPDATE");
-    assert_eq!((get(&update, "payload.changeType").as_str(), get(&update, "payload.key").as_str()), (Some("UPDATE"), Some("d3")));
+    assert_eq!(
+        (get(&update, "payload.changeType").as_str(), get(&update, "payload.key").as_str()),
+        (Some("UPDATE"), Some("d3"))
+    );
 
     writer.send(&op_batch(vec![put_op(102, "live", "d3", map(vec![("text", s("no longer"))]), now + 2)]));
     writer.recv_type("OP_ACK");
     let update = subscriber.recv_type("SEARCH_UPDATE");
-    assert_eq!((get(&update, "payload.changeType").as_str(), get(&update, "payload.key").as_str()), (Some("LEAVE"), Some("d3")));
+    assert_eq!(
+        (get(&update, "payload.changeType").as_str(), get(&update, "payload.key").as_str()),
+        (Some("LEAVE"), Some("d3"))
+    );
     assert_eq!(get(&update, "payload.value"), &Value::Nil);
 
     let remove = map(vec![
-        ("id", s("103")), ("mapName", s("live")), ("opType", s("REMOVE")), ("key", s("new")),
+        ("id", s("103")),
+        ("mapName", s("live")),
+        ("opType", s("REMOVE")),
+        ("key", s("new")),
         ("record", map(vec![("value", Value::Nil), ("timestamp", timestamp(now + 3, 0, "client-a"))])),
     ]);
     writer.send(&op_batch(vec![remove]));
     writer.recv_type("OP_ACK");
     let update = subscriber.recv_type("SEARCH_UPDATE");
-    assert_eq!((get(&update, "payload.changeType").as_str(), get(&update, "payload.key").as_str()), (Some("LEAVE"), Some("new")));
+    assert_eq!(
+        (get(&update, "payload.changeType").as_str(), get(&update, "payload.key").as_str()),
+        (Some("LEAVE"), Some("new"))
+    );
 
     subscriber.send(&msg_payload("SEARCH_UNSUB", vec![("subscriptionId", s("sub-1"))]));
     subscriber.send(&msg_payload("SEARCH_UNSUB", vec![("subscriptionId", s("sub-1"))]));

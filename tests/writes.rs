@@ -64,7 +64,8 @@ fn query_filters_sorts_and_limits_across_shards() {
     let now = now_ms();
     let ops: Vec<Value> = (0..40)
         .map(|n| {
-            let value = map(vec![("n", Value::from(n)), ("even", Value::from(n % 2 == 0)), ("name", s(&format!("item {n}")))]);
+            let value =
+                map(vec![("n", Value::from(n)), ("even", Value::from(n % 2 == 0)), ("name", s(&format!("item {n}")))]);
             put_op(n + 1, "things", &format!("thing-{n}"), value, now)
         })
         .collect();
@@ -149,7 +150,8 @@ fn a_query_after_a_batch_sees_it() {
     let now = now_ms();
     let ops = (0..50).map(|n| put_op(n + 1, "ordered", &format!("k{n}"), Value::from(n), now)).collect();
     client.send(&op_batch(ops));
-    client.send(&msg_payload("QUERY_SUB", vec![("queryId", s("q")), ("mapName", s("ordered")), ("query", map(vec![]))]));
+    client
+        .send(&msg_payload("QUERY_SUB", vec![("queryId", s("q")), ("mapName", s("ordered")), ("query", map(vec![]))]));
     assert_eq!(type_of(&client.recv()), "OP_ACK");
     let response = client.recv_type("QUERY_RESP");
     assert_eq!(result_keys(get(&response, "payload")).len(), 50);
@@ -165,7 +167,8 @@ fn write_concern_and_future_timestamps() {
     let now = now_ms();
     let good = put_op(1, "wc", "a", Value::from(1), now);
     let future = put_op(2, "wc", "b", Value::from(2), now + 10 * 60_000);
-    let batch = msg_payload("OP_BATCH", vec![("ops", Value::Array(vec![good, future])), ("writeConcern", s("PERSISTED"))]);
+    let batch =
+        msg_payload("OP_BATCH", vec![("ops", Value::Array(vec![good, future])), ("writeConcern", s("PERSISTED"))]);
     client.send(&batch);
     let rejected = client.recv_type("OP_REJECTED");
     assert_eq!(get(&rejected, "payload.opId").as_str(), Some("2"));
@@ -193,13 +196,21 @@ fn client_op_and_or_map_events() {
     // The watcher becomes interested in "tags" by writing to it (DECISIONS §3.1).
     watcher.send(&msg_payload(
         "CLIENT_OP",
-        vec![("id", s("5")), ("mapName", s("tags")), ("opType", s("PUT")), ("key", s("w")),
-             ("record", map(vec![("value", Value::from(1)), ("timestamp", timestamp(now, 0, "w"))]))],
+        vec![
+            ("id", s("5")),
+            ("mapName", s("tags")),
+            ("opType", s("PUT")),
+            ("key", s("w")),
+            ("record", map(vec![("value", Value::from(1)), ("timestamp", timestamp(now, 0, "w"))])),
+        ],
     ));
     assert_eq!(get(&watcher.recv_type("OP_ACK"), "payload.lastId").as_str(), Some("5"));
     let tag = format!("{now}:0:client-a");
     let add = map(vec![
-        ("id", s("1")), ("mapName", s("tags")), ("opType", s("OR_ADD")), ("key", s("post-1")),
+        ("id", s("1")),
+        ("mapName", s("tags")),
+        ("opType", s("OR_ADD")),
+        ("key", s("post-1")),
         ("orRecord", map(vec![("value", s("red")), ("timestamp", timestamp(now, 0, "client-a")), ("tag", s(&tag))])),
     ]);
     writer.send(&op_batch(vec![add]));
@@ -207,7 +218,13 @@ fn client_op_and_or_map_events() {
     let event = watcher.recv_type("SERVER_EVENT");
     assert_eq!(get(&event, "payload.eventType").as_str(), Some("OR_ADD"));
     assert_eq!(get(&event, "payload.orRecord.tag").as_str(), Some(tag.as_str()), "the client's tag is kept");
-    let remove = map(vec![("id", s("2")), ("mapName", s("tags")), ("opType", s("OR_REMOVE")), ("key", s("post-1")), ("orTag", s(&tag))]);
+    let remove = map(vec![
+        ("id", s("2")),
+        ("mapName", s("tags")),
+        ("opType", s("OR_REMOVE")),
+        ("key", s("post-1")),
+        ("orTag", s(&tag)),
+    ]);
     writer.send(&op_batch(vec![remove.clone()]));
     writer.recv_type("OP_ACK");
     let event = watcher.recv_type("SERVER_EVENT");

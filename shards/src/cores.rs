@@ -43,10 +43,7 @@ impl CoreSet {
                 return Err(CoreSetError::BadItem { item: item.to_string() });
             }
             let parse_cpu = |text: &str| -> Result<usize, CoreSetError> {
-                let cpu: usize = text
-                    .trim()
-                    .parse()
-                    .map_err(|_| CoreSetError::BadItem { item: item.to_string() })?;
+                let cpu: usize = text.trim().parse().map_err(|_| CoreSetError::BadItem { item: item.to_string() })?;
                 if cpu > CPU_NUMBER_MAX {
                     return Err(CoreSetError::OutOfRange { cpu });
                 }

@@ -78,7 +78,10 @@ pub struct Mesh<Req: Send + 'static, Rep: Send + 'static, H> {
 impl MeshBuilder {
     /// Creates every queue: two per ordered pair of shards, `queue_depth` messages each.
     #[allow(clippy::new_ret_no_self)] // a builder of per-shard ends, not of itself
-    pub fn new<Req: Send + 'static, Rep: Send + 'static>(shard_count: usize, queue_depth: usize) -> Vec<MeshEnds<Req, Rep>> {
+    pub fn new<Req: Send + 'static, Rep: Send + 'static>(
+        shard_count: usize,
+        queue_depth: usize,
+    ) -> Vec<MeshEnds<Req, Rep>> {
         assert!(shard_count > 0);
         assert!(queue_depth > 0);
         let mut ends: Vec<MeshEnds<Req, Rep>> = (0..shard_count)
@@ -257,7 +260,11 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
 
     /// Runs the handler for a request to the own shard. Boxed: a handler may `tell` its own
     /// shard, which makes the future type recursive.
-    fn handle_locally<'a>(&'a self, handler: &'a Rc<H>, request: Req) -> Pin<Box<dyn Future<Output = Option<Rep>> + 'a>> {
+    fn handle_locally<'a>(
+        &'a self,
+        handler: &'a Rc<H>,
+        request: Req,
+    ) -> Pin<Box<dyn Future<Output = Option<Rep>> + 'a>> {
         Box::pin(handler.handle(self.me, request))
     }
 

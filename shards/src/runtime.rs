@@ -100,7 +100,12 @@ pub enum RuntimeError {
 
 /// Runs one pinned executor per CPU of `config.cores`, each running `make(context, state)` with
 /// its own element of `per_shard`. Returns when every shard's future has finished.
-pub fn run_shards<S, F, Fut>(config: &RuntimeConfig, shutdown: &Shutdown, per_shard: Vec<S>, make: F) -> Result<(), RuntimeError>
+pub fn run_shards<S, F, Fut>(
+    config: &RuntimeConfig,
+    shutdown: &Shutdown,
+    per_shard: Vec<S>,
+    make: F,
+) -> Result<(), RuntimeError>
 where
     S: Send + 'static,
     F: Fn(ShardContext, S) -> Fut + Send + Clone + 'static,

@@ -47,7 +47,8 @@ const CALLS: u64 = 2_000;
 #[test]
 fn calls_both_ways_through_tiny_queues() {
     let available = shardgrid_shards::cores::available_cpus();
-    let cpus = if available.len() >= 2 { format!("{},{}", available[0], available[1]) } else { available[0].to_string() };
+    let cpus =
+        if available.len() >= 2 { format!("{},{}", available[0], available[1]) } else { available[0].to_string() };
     let cores = CoreSet::parse_list(&cpus, &available).unwrap();
     let shard_count = 2;
     if cores.shard_count() < 2 {

@@ -161,11 +161,7 @@ mod tests {
             let b = counter_of(&random_state(&mut prng));
             let c = counter_of(&random_state(&mut prng));
             assert_eq!(merged(&a, &b), merged(&b, &a), "commutative, seed={seed}");
-            assert_eq!(
-                merged(&merged(&a, &b), &c),
-                merged(&a, &merged(&b, &c)),
-                "associative, seed={seed}"
-            );
+            assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)), "associative, seed={seed}");
             assert_eq!(merged(&a, &a), a, "idempotent, seed={seed}");
             assert_eq!(merged(&a, &b).value(), merged(&b, &a).value(), "seed={seed}");
             let mut again = merged(&a, &b);

@@ -125,20 +125,11 @@ mod tests {
         // Method: newer by millis, by counter, and by node id (byte order).
         let mut map = LwwMap::new();
         map.merge("k", put(5, 0, "a", "x"));
-        assert_eq!(
-            map.merge("k", put(6, 0, "a", "y")),
-            LwwMerge::Applied { previous: Some(put(5, 0, "a", "x")) }
-        );
-        assert_eq!(
-            map.merge("k", put(6, 1, "a", "z")),
-            LwwMerge::Applied { previous: Some(put(6, 0, "a", "y")) }
-        );
+        assert_eq!(map.merge("k", put(6, 0, "a", "y")), LwwMerge::Applied { previous: Some(put(5, 0, "a", "x")) });
+        assert_eq!(map.merge("k", put(6, 1, "a", "z")), LwwMerge::Applied { previous: Some(put(6, 0, "a", "y")) });
         // "B" (0x42) < "a" (0x61) byte-wise, so "a" keeps the key against "B".
         assert_eq!(map.merge("k", put(6, 1, "B", "w")), LwwMerge::Unchanged);
-        assert_eq!(
-            map.merge("k", put(6, 1, "b", "v")),
-            LwwMerge::Applied { previous: Some(put(6, 1, "a", "z")) }
-        );
+        assert_eq!(map.merge("k", put(6, 1, "b", "v")), LwwMerge::Applied { previous: Some(put(6, 1, "a", "z")) });
         assert_eq!(map.get("k"), Some(&put(6, 1, "b", "v")));
     }
 
@@ -160,17 +151,11 @@ mod tests {
         // Method: remove, then replay an older put, then a newer one.
         let mut map = LwwMap::new();
         map.merge("k", put(5, 0, "a", "x"));
-        assert_eq!(
-            map.merge("k", tombstone(6, 0, "a")),
-            LwwMerge::Applied { previous: Some(put(5, 0, "a", "x")) }
-        );
+        assert_eq!(map.merge("k", tombstone(6, 0, "a")), LwwMerge::Applied { previous: Some(put(5, 0, "a", "x")) });
         assert_eq!(map.get_live("k", 0), None);
         assert_eq!(map.merge("k", put(5, 9, "z", "stale")), LwwMerge::Unchanged);
         assert_eq!(map.get("k"), Some(&tombstone(6, 0, "a")));
-        assert_eq!(
-            map.merge("k", put(7, 0, "a", "back")),
-            LwwMerge::Applied { previous: Some(tombstone(6, 0, "a")) }
-        );
+        assert_eq!(map.merge("k", put(7, 0, "a", "back")), LwwMerge::Applied { previous: Some(tombstone(6, 0, "a")) });
         assert_eq!(map.get_live("k", 0), Some(&put(7, 0, "a", "back")));
         // A tombstone for an absent key is stored, so a delayed older put cannot resurrect it.
         assert_eq!(map.merge("gone", tombstone(3, 0, "a")), LwwMerge::Applied { previous: None });
@@ -214,8 +199,7 @@ mod tests {
     fn random_record(prng: &mut Prng) -> (String, LwwRecord) {
         const NODES: [&str; 3] = ["a", "b", "node-c"];
         let key = format!("k{}", prng.below(5));
-        let timestamp =
-            Timestamp::new(prng.below(20), prng.below(3) as u32, NODES[prng.index(NODES.len())]);
+        let timestamp = Timestamp::new(prng.below(20), prng.below(3) as u32, NODES[prng.index(NODES.len())]);
         // Key and timestamp must determine the rest of the record, so derive it from them.
         let identity = format!("{key}@{timestamp}");
         let fingerprint = crate::hash::fnv1a_utf16(&identity);
@@ -254,14 +238,9 @@ mod tests {
         // the seed to replay.
         for seed in 0..256 {
             let mut prng = Prng::from_seed(seed);
-            let (a, b, c) =
-                (random_state(&mut prng), random_state(&mut prng), random_state(&mut prng));
+            let (a, b, c) = (random_state(&mut prng), random_state(&mut prng), random_state(&mut prng));
             assert_eq!(merged(&a, &b), merged(&b, &a), "commutative, seed={seed}");
-            assert_eq!(
-                merged(&merged(&a, &b), &c),
-                merged(&a, &merged(&b, &c)),
-                "associative, seed={seed}"
-            );
+            assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)), "associative, seed={seed}");
             assert_eq!(merged(&a, &a), a, "idempotent, seed={seed}");
             // Idempotent in effects too: re-merging what is already there reports no change.
             let mut again = merged(&a, &b);
@@ -278,8 +257,7 @@ mod tests {
         // pool, with duplicates, several times per seed.
         for seed in 0..128 {
             let mut prng = Prng::from_seed(seed);
-            let mut pool: Vec<(String, LwwRecord)> =
-                (0..40).map(|_| random_record(&mut prng)).collect();
+            let mut pool: Vec<(String, LwwRecord)> = (0..40).map(|_| random_record(&mut prng)).collect();
             let mut model: BTreeMap<String, LwwRecord> = BTreeMap::new();
             for (key, record) in &pool {
                 let newest = model.entry(key.clone()).or_insert_with(|| record.clone());

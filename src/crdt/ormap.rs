@@ -119,8 +119,7 @@ impl OrMap {
             self.purge_tombstoned();
         }
         for (key, records) in &other.entries {
-            for record in records.values().filter(|record| !other.tombstones.contains(&record.tag))
-            {
+            for record in records.values().filter(|record| !other.tombstones.contains(&record.tag)) {
                 changed |= self.add(key, record.clone()).is_changed();
             }
         }
@@ -139,20 +138,12 @@ impl OrMap {
     }
 
     /// The key's visible records at `now_ms`: not tombstoned and not expired.
-    pub fn live_records<'a>(
-        &'a self,
-        key: &str,
-        now_ms: u64,
-    ) -> impl Iterator<Item = &'a OrRecord> + 'a {
+    pub fn live_records<'a>(&'a self, key: &str, now_ms: u64) -> impl Iterator<Item = &'a OrRecord> + 'a {
         self.records(key).filter(move |record| !record.is_expired(now_ms))
     }
 
     /// The key's visible values at `now_ms`.
-    pub fn live_values<'a>(
-        &'a self,
-        key: &str,
-        now_ms: u64,
-    ) -> impl Iterator<Item = &'a Bytes> + 'a {
+    pub fn live_values<'a>(&'a self, key: &str, now_ms: u64) -> impl Iterator<Item = &'a Bytes> + 'a {
         self.live_records(key, now_ms).map(|record| &record.value)
     }
 
@@ -309,8 +300,7 @@ mod tests {
         expiring.ttl_ms = Some(50);
         map.add("k", expiring);
         map.add("k", record("t2", 100, "stays"));
-        let mut at_expiry: Vec<&[u8]> =
-            map.live_values("k", 150).map(|value| value.as_ref()).collect();
+        let mut at_expiry: Vec<&[u8]> = map.live_values("k", 150).map(|value| value.as_ref()).collect();
         at_expiry.sort_unstable();
         assert_eq!(at_expiry, [b"soon".as_slice(), b"stays".as_slice()]);
         let after: Vec<&[u8]> = map.live_values("k", 151).map(|value| value.as_ref()).collect();
@@ -376,12 +366,7 @@ mod tests {
     fn visible(map: &OrMap) -> Visible {
         let records = map
             .keys()
-            .map(|key| {
-                (
-                    key.to_string(),
-                    map.records(key).map(|record| (record.tag.clone(), record.clone())).collect(),
-                )
-            })
+            .map(|key| (key.to_string(), map.records(key).map(|record| (record.tag.clone(), record.clone())).collect()))
             .collect();
         (records, map.tombstones().map(str::to_string).collect())
     }
@@ -407,13 +392,8 @@ mod tests {
         // seed to replay.
         for seed in 0..256 {
             let mut prng = Prng::from_seed(seed);
-            let (a, b, c) =
-                (random_state(&mut prng), random_state(&mut prng), random_state(&mut prng));
-            assert_eq!(
-                visible(&merged(&a, &b)),
-                visible(&merged(&b, &a)),
-                "commutative, seed={seed}"
-            );
+            let (a, b, c) = (random_state(&mut prng), random_state(&mut prng), random_state(&mut prng));
+            assert_eq!(visible(&merged(&a, &b)), visible(&merged(&b, &a)), "commutative, seed={seed}");
             assert_eq!(
                 visible(&merged(&merged(&a, &b), &c)),
                 visible(&merged(&a, &merged(&b, &c))),
@@ -466,11 +446,8 @@ mod tests {
                 if removed.contains(&record.tag) {
                     continue;
                 }
-                let newest = model
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(record.tag.clone())
-                    .or_insert_with(|| record.clone());
+                let newest =
+                    model.entry(key.clone()).or_default().entry(record.tag.clone()).or_insert_with(|| record.clone());
                 if record.timestamp > newest.timestamp {
                     *newest = record.clone();
                 }
@@ -481,11 +458,7 @@ mod tests {
                 for op in &ops {
                     apply(&mut map, op);
                 }
-                assert_eq!(
-                    visible(&map),
-                    (model.clone(), removed.clone()),
-                    "seed={seed} round={round}"
-                );
+                assert_eq!(visible(&map), (model.clone(), removed.clone()), "seed={seed} round={round}");
             }
         }
     }

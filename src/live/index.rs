@@ -89,9 +89,13 @@ impl SubscriptionIndex {
             .find_map(|(attribute, value)| IndexKey::of(value).map(|key| (attribute.to_string(), key)));
         let subscriptions = self.maps.entry(Arc::clone(&map)).or_default();
         match &filed_under {
-            Some((attribute, key)) => {
-                subscriptions.by_attribute.entry(attribute.clone()).or_default().entry(key.clone()).or_default().push(sub)
-            }
+            Some((attribute, key)) => subscriptions
+                .by_attribute
+                .entry(attribute.clone())
+                .or_default()
+                .entry(key.clone())
+                .or_default()
+                .push(sub),
             None => subscriptions.scan.push(sub),
         }
         subscriptions.registered.insert(sub, Registered { query, cursor, filed_under });
@@ -188,7 +192,12 @@ mod tests {
         let open = query(Value::Map(vec![(Value::from("where"), row("open"))]));
         let cursor = Arc::new(open.resolve_cursor(0));
         index.register(sub(1), Arc::clone(&map), open, Arc::clone(&cursor));
-        index.register(sub(2), Arc::clone(&map), query(Value::Map(vec![(Value::from("where"), row("done"))])), Arc::clone(&cursor));
+        index.register(
+            sub(2),
+            Arc::clone(&map),
+            query(Value::Map(vec![(Value::from("where"), row("done"))])),
+            Arc::clone(&cursor),
+        );
         index.register(sub(3), Arc::clone(&map), query(Value::Map(vec![])), Arc::clone(&cursor));
         let bytes = ValueBytes::from_static(b"\x81");
         let mut changes = Vec::new();

@@ -73,7 +73,12 @@ pub fn live_value(record: Option<&LwwRecord>, now_ms: u64) -> Option<(rmpv::Valu
 
 /// Evaluates one applied LWW change against the owner's subscriptions (OR-map changes do not
 /// feed live queries) and appends a change per subscription whose view of the key changed.
-pub fn evaluate_event(index: &SubscriptionIndex, event: &ChangeEvent, now_ms: u64, changes: &mut Vec<(SubKey, LiveChange)>) {
+pub fn evaluate_event(
+    index: &SubscriptionIndex,
+    event: &ChangeEvent,
+    now_ms: u64,
+    changes: &mut Vec<(SubKey, LiveChange)>,
+) {
     if !index.has_map(&event.map) {
         return;
     }

@@ -55,10 +55,17 @@ fn value(number: u64, group: &str) -> Bytes {
 
 fn queries() -> Vec<Value> {
     let group_a = Value::Map(vec![(Value::from("g"), Value::from("a"))]);
-    let sort = Value::Array(vec![Value::Map(vec![(Value::from("field"), Value::from("n")), (Value::from("direction"), Value::from("asc"))])]);
+    let sort = Value::Array(vec![Value::Map(vec![
+        (Value::from("field"), Value::from("n")),
+        (Value::from("direction"), Value::from("asc")),
+    ])]);
     vec![
         Value::Map(vec![(Value::from("where"), group_a.clone())]),
-        Value::Map(vec![(Value::from("where"), group_a), (Value::from("sort"), sort.clone()), (Value::from("limit"), Value::from(3))]),
+        Value::Map(vec![
+            (Value::from("where"), group_a),
+            (Value::from("sort"), sort.clone()),
+            (Value::from("limit"), Value::from(3)),
+        ]),
         Value::Map(vec![(Value::from("sort"), sort), (Value::from("limit"), Value::from(4))]),
     ]
 }

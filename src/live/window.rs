@@ -88,22 +88,35 @@ impl LiveQuery {
                 let fresh: AHashSet<String> = page.rows.iter().map(|(key, _)| key.clone()).collect();
                 if !first {
                     for (key, value) in &page.rows {
-                        let update = if keys.contains(key) { QueryUpdate::Update { key: key.clone(), value: encode(value) } } else { QueryUpdate::Enter { key: key.clone(), value: encode(value) } };
+                        let update = if keys.contains(key) {
+                            QueryUpdate::Update { key: key.clone(), value: encode(value) }
+                        } else {
+                            QueryUpdate::Enter { key: key.clone(), value: encode(value) }
+                        };
                         reaction.updates.push(update);
                     }
-                    reaction.updates.extend(keys.iter().filter(|key| !fresh.contains(*key)).map(|key| QueryUpdate::Leave { key: key.clone() }));
+                    reaction.updates.extend(
+                        keys.iter()
+                            .filter(|key| !fresh.contains(*key))
+                            .map(|key| QueryUpdate::Leave { key: key.clone() }),
+                    );
                 }
                 *keys = fresh;
             }
             Rows::Window { rows, outside, .. } => {
-                let fresh: Vec<WindowRow> = page.rows.iter().map(|(key, value)| (key.clone(), value.clone(), encode(value))).collect();
+                let fresh: Vec<WindowRow> =
+                    page.rows.iter().map(|(key, value)| (key.clone(), value.clone(), encode(value))).collect();
                 if !first {
-                    for (key, _, _) in rows.iter().filter(|(key, _, _)| !fresh.iter().any(|(fresh_key, _, _)| fresh_key == key)) {
+                    for (key, _, _) in
+                        rows.iter().filter(|(key, _, _)| !fresh.iter().any(|(fresh_key, _, _)| fresh_key == key))
+                    {
                         reaction.updates.push(QueryUpdate::Leave { key: key.clone() });
                     }
                     for (key, value, bytes) in &fresh {
                         match rows.iter().find(|(old_key, _, _)| old_key == key) {
-                            None => reaction.updates.push(QueryUpdate::Enter { key: key.clone(), value: bytes.clone() }),
+                            None => {
+                                reaction.updates.push(QueryUpdate::Enter { key: key.clone(), value: bytes.clone() })
+                            }
                             Some((_, old_value, _)) if old_value != value => {
                                 reaction.updates.push(QueryUpdate::Update { key: key.clone(), value: bytes.clone() })
                             }
@@ -154,7 +167,13 @@ fn apply_to_keys(keys: &mut AHashSet<String>, change: LiveChange) -> Option<Quer
     }
 }
 
-fn apply_to_window(query: &Query, rows: &mut Vec<WindowRow>, limit: usize, outside: &mut bool, change: LiveChange) -> Reaction {
+fn apply_to_window(
+    query: &Query,
+    rows: &mut Vec<WindowRow>,
+    limit: usize,
+    outside: &mut bool,
+    change: LiveChange,
+) -> Reaction {
     let mut reaction = Reaction::default();
     let order = |a: &WindowRow, b: &WindowRow| query.compare((&a.0, &a.1), (&b.0, &b.1));
     match change {
@@ -204,7 +223,13 @@ mod tests {
 
     fn limited(limit: i64) -> Arc<Query> {
         let value = Value::Map(vec![
-            (Value::from("sort"), Value::Array(vec![Value::Map(vec![(Value::from("field"), Value::from("n")), (Value::from("direction"), Value::from("asc"))])])),
+            (
+                Value::from("sort"),
+                Value::Array(vec![Value::Map(vec![
+                    (Value::from("field"), Value::from("n")),
+                    (Value::from("direction"), Value::from("asc")),
+                ])]),
+            ),
             (Value::from("limit"), Value::from(limit)),
         ]);
         Arc::new(Query::from_value(&value).unwrap())
@@ -230,7 +255,10 @@ mod tests {
         let first = page(&query, &[("a", 1), ("b", 2), ("c", 3)]);
         assert_eq!(live.on_snapshot(&first, &[1], true), Reaction::default());
         let reaction = live.on_change(S0, 2, LiveChange::Upsert { key: "z".into(), value: n(0) });
-        assert_eq!(reaction.updates, vec![QueryUpdate::Enter { key: "z".into(), value: n(0) }, QueryUpdate::Leave { key: "b".into() }]);
+        assert_eq!(
+            reaction.updates,
+            vec![QueryUpdate::Enter { key: "z".into(), value: n(0) }, QueryUpdate::Leave { key: "b".into() }]
+        );
         let reaction = live.on_change(S0, 3, LiveChange::Gone { key: "a".into() });
         assert_eq!(reaction.updates, vec![QueryUpdate::Leave { key: "a".into() }]);
         assert!(reaction.refill);
@@ -249,8 +277,14 @@ mod tests {
     fn buffers_until_the_first_snapshot() {
         let query = Arc::new(Query::from_value(&Value::Map(vec![])).unwrap());
         let mut live = LiveQuery::new(Arc::clone(&query), 2);
-        assert!(live.on_change(ShardId(1), 5, LiveChange::Upsert { key: "old".into(), value: n(1) }).updates.is_empty());
-        assert!(live.on_change(ShardId(1), 7, LiveChange::Upsert { key: "new".into(), value: n(2) }).updates.is_empty());
+        assert!(live
+            .on_change(ShardId(1), 5, LiveChange::Upsert { key: "old".into(), value: n(1) })
+            .updates
+            .is_empty());
+        assert!(live
+            .on_change(ShardId(1), 7, LiveChange::Upsert { key: "new".into(), value: n(2) })
+            .updates
+            .is_empty());
         let snapshot = page(&query, &[("old", 1)]);
         let reaction = live.on_snapshot(&snapshot, &[0, 5], true);
         assert_eq!(reaction.updates, vec![QueryUpdate::Enter { key: "new".into(), value: n(2) }]);

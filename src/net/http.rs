@@ -112,7 +112,12 @@ pub async fn read_body<S: AsyncRead + Unpin>(stream: &mut S, head: &mut RequestH
 }
 
 /// Writes a complete response and flushes it; the connection closes afterwards.
-pub async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+pub async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         reason_phrase(status),

@@ -70,9 +70,7 @@ impl DecodeError {
             | DecodeError::TrailingBytes
             | DecodeError::NotAMap
             | DecodeError::MissingType
-            | DecodeError::Malformed(_) => {
-                (ERROR_CODE_BAD_REQUEST, format!("malformed message: {self}"))
-            }
+            | DecodeError::Malformed(_) => (ERROR_CODE_BAD_REQUEST, format!("malformed message: {self}")),
         }
     }
 }
@@ -399,18 +397,12 @@ pub struct ResolverDef {
 
 /// Decodes one client frame. The frame must be exactly one msgpack map, nested at most
 /// `limits.max_depth` deep, whose `type` is a client-to-server type with the fields §4 gives it.
-pub fn decode_client_message(
-    frame: &[u8],
-    limits: &DecodeLimits,
-) -> Result<ClientMessage, DecodeError> {
+pub fn decode_client_message(frame: &[u8], limits: &DecodeLimits) -> Result<ClientMessage, DecodeError> {
     let scanned = scan_map(frame, limits)?;
     let top = Fields::of(scanned.root(), Path::root("message"))?;
     let type_raw = top.non_nil("type").ok_or(DecodeError::MissingType)?;
     let Some(type_text) = type_raw.as_str() else {
-        return Err(DecodeError::Malformed(format!(
-            "type: expected string, got {}",
-            type_raw.kind_name()
-        )));
+        return Err(DecodeError::Malformed(format!("type: expected string, got {}", type_raw.kind_name())));
     };
     let Some(message_type) = MessageType::parse(type_text) else {
         return Err(DecodeError::UnknownType(type_text.to_owned()));
@@ -418,18 +410,12 @@ pub fn decode_client_message(
     if message_type.direction() != Direction::ClientToServer {
         return Err(DecodeError::ServerToClientType(type_text.to_owned()));
     }
-    let top = Fields {
-        path: Path::root(message_type.as_str()),
-        ..top
-    };
+    let top = Fields { path: Path::root(message_type.as_str()), ..top };
     decode_body(message_type, &top, limits)
 }
 
 /// Checks that `frame` is exactly one msgpack map nested at most `limits.max_depth` deep.
-pub(super) fn scan_map<'a>(
-    frame: &'a [u8],
-    limits: &DecodeLimits,
-) -> Result<Scanned<'a>, DecodeError> {
+pub(super) fn scan_map<'a>(frame: &'a [u8], limits: &DecodeLimits) -> Result<Scanned<'a>, DecodeError> {
     if frame.is_empty() {
         return Err(DecodeError::NotMsgpack("empty frame".to_owned()));
     }
@@ -458,9 +444,7 @@ pub fn unpack_batch(data: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
         }
         let offset = data.len() - rest.len();
         let Some((prefix, tail)) = rest.split_first_chunk::<LENGTH_PREFIX_BYTES>() else {
-            return Err(DecodeError::Malformed(format!(
-                "BATCH.data: truncated length prefix at byte {offset}"
-            )));
+            return Err(DecodeError::Malformed(format!("BATCH.data: truncated length prefix at byte {offset}")));
         };
         let item_len = u32::from_be_bytes(*prefix) as usize;
         if tail.len() < item_len {
@@ -489,16 +473,11 @@ fn decode_body(
             device_token: message.opt("deviceToken", string)?,
             protocol_version: message.opt("protocolVersion", uint)?,
         },
-        MessageType::DeviceHello => ClientMessage::DeviceHello {
-            device_token: message.opt("deviceToken", string)?,
-        },
-        MessageType::Ping => ClientMessage::Ping {
-            timestamp: message.req("timestamp", uint)?,
-        },
-        MessageType::ClientOp => ClientMessage::ClientOp(client_op(
-            message.req_raw("payload")?,
-            &message.path("payload"),
-        )?),
+        MessageType::DeviceHello => ClientMessage::DeviceHello { device_token: message.opt("deviceToken", string)? },
+        MessageType::Ping => ClientMessage::Ping { timestamp: message.req("timestamp", uint)? },
+        MessageType::ClientOp => {
+            ClientMessage::ClientOp(client_op(message.req_raw("payload")?, &message.path("payload"))?)
+        }
         MessageType::OpBatch => {
             let payload = message.map("payload")?;
             ClientMessage::OpBatch {
@@ -521,8 +500,7 @@ fn decode_body(
         MessageType::OrMapSyncInit => ClientMessage::OrMapSyncInit {
             map_name: message.req("mapName", string)?,
             root_hash: message.req("rootHash", uint32)?,
-            bucket_hashes: message
-                .req("bucketHashes", |raw, path| string_map(raw, path, uint32))?,
+            bucket_hashes: message.req("bucketHashes", |raw, path| string_map(raw, path, uint32))?,
             last_sync_timestamp: message.opt("lastSyncTimestamp", uint)?,
             claimed_epoch: message.opt("claimedEpoch", uint)?,
         },
@@ -547,9 +525,7 @@ fn decode_body(
                 entries: payload.req("entries", |raw, path| list(raw, path, or_map_entry))?,
             }
         }
-        MessageType::ClientApplyAck => ClientMessage::ClientApplyAck {
-            cursor: message.req("cursor", uint)?,
-        },
+        MessageType::ClientApplyAck => ClientMessage::ClientApplyAck { cursor: message.req("cursor", uint)? },
         MessageType::QuerySub => {
             let payload = message.map("payload")?;
             ClientMessage::QuerySub {
@@ -564,9 +540,7 @@ fn decode_body(
         }
         MessageType::QueryUnsub => {
             let payload = message.map("payload")?;
-            ClientMessage::QueryUnsub {
-                query_id: payload.req("queryId", string)?,
-            }
+            ClientMessage::QueryUnsub { query_id: payload.req("queryId", string)? }
         }
         MessageType::QuerySyncInit => {
             let payload = message.map("payload")?;
@@ -577,22 +551,15 @@ fn decode_body(
         }
         MessageType::SqlQuery => {
             let payload = message.map("payload")?;
-            ClientMessage::SqlQuery {
-                sql: payload.req("sql", string)?,
-                query_id: payload.req("queryId", string)?,
-            }
+            ClientMessage::SqlQuery { sql: payload.req("sql", string)?, query_id: payload.req("queryId", string)? }
         }
         MessageType::TopicSub => {
             let payload = message.map("payload")?;
-            ClientMessage::TopicSub {
-                topic: payload.req("topic", string)?,
-            }
+            ClientMessage::TopicSub { topic: payload.req("topic", string)? }
         }
         MessageType::TopicUnsub => {
             let payload = message.map("payload")?;
-            ClientMessage::TopicUnsub {
-                topic: payload.req("topic", string)?,
-            }
+            ClientMessage::TopicUnsub { topic: payload.req("topic", string)? }
         }
         MessageType::TopicPub => {
             let payload = message.map("payload")?;
@@ -600,10 +567,7 @@ fn decode_body(
                 Some(raw) => value_bytes(raw),
                 None => Bytes::from_static(NIL_BYTES),
             };
-            ClientMessage::TopicPub {
-                topic: payload.req("topic", string)?,
-                data,
-            }
+            ClientMessage::TopicPub { topic: payload.req("topic", string)?, data }
         }
         MessageType::LockRequest => {
             let payload = message.map("payload")?;
@@ -623,9 +587,7 @@ fn decode_body(
         }
         MessageType::CounterRequest => {
             let payload = message.map("payload")?;
-            ClientMessage::CounterRequest {
-                name: payload.req("name", string)?,
-            }
+            ClientMessage::CounterRequest { name: payload.req("name", string)? }
         }
         MessageType::CounterSync => {
             let payload = message.map("payload")?;
@@ -654,9 +616,7 @@ fn decode_body(
         }
         MessageType::SearchUnsub => {
             let payload = message.map("payload")?;
-            ClientMessage::SearchUnsub {
-                subscription_id: payload.req("subscriptionId", string)?,
-            }
+            ClientMessage::SearchUnsub { subscription_id: payload.req("subscriptionId", string)? }
         }
         MessageType::HybridSearch => {
             let payload = message.map("payload")?;
@@ -676,9 +636,7 @@ fn decode_body(
         }
         MessageType::HybridSearchUnsub => {
             let payload = message.map("payload")?;
-            ClientMessage::HybridSearchUnsub {
-                subscription_id: payload.req("subscriptionId", string)?,
-            }
+            ClientMessage::HybridSearchUnsub { subscription_id: payload.req("subscriptionId", string)? }
         }
         MessageType::VectorSearch => {
             let payload = message.map("payload")?;
@@ -689,14 +647,10 @@ fn decode_body(
             }
         }
         MessageType::HybridQuerySubscribe => ClientMessage::HybridQuerySubscribe {
-            payload: message
-                .opt("payload", raw_value)?
-                .unwrap_or(rmpv::Value::Nil),
+            payload: message.opt("payload", raw_value)?.unwrap_or(rmpv::Value::Nil),
         },
         MessageType::HybridQueryUnsubscribe => ClientMessage::HybridQueryUnsubscribe {
-            payload: message
-                .opt("payload", raw_value)?
-                .unwrap_or(rmpv::Value::Nil),
+            payload: message.opt("payload", raw_value)?.unwrap_or(rmpv::Value::Nil),
         },
         MessageType::EntryProcess => ClientMessage::EntryProcess {
             request_id: message.req("requestId", string)?,
@@ -730,9 +684,9 @@ fn decode_body(
             map_name: message.opt("mapName", string)?,
             types: message.opt("types", |raw, path| list(raw, path, journal_event_type))?,
         },
-        MessageType::JournalUnsubscribe => ClientMessage::JournalUnsubscribe {
-            subscription_id: message.req("subscriptionId", string)?,
-        },
+        MessageType::JournalUnsubscribe => {
+            ClientMessage::JournalUnsubscribe { subscription_id: message.req("subscriptionId", string)? }
+        }
         MessageType::JournalRead => ClientMessage::JournalRead {
             request_id: message.req("requestId", string)?,
             from_sequence: message.req("fromSequence", sequence)?,
@@ -742,9 +696,7 @@ fn decode_body(
         MessageType::PartitionMapRequest => {
             let current_version = match message.non_nil("payload") {
                 None => None,
-                Some(raw) => {
-                    Fields::of(raw, message.path("payload"))?.opt("currentVersion", uint)?
-                }
+                Some(raw) => Fields::of(raw, message.path("payload"))?.opt("currentVersion", uint)?,
             };
             ClientMessage::PartitionMapRequest { current_version }
         }
@@ -774,24 +726,15 @@ enum Segment<'p> {
 
 impl<'p> Path<'p> {
     pub(super) fn root(name: &'p str) -> Path<'p> {
-        Path {
-            parent: None,
-            segment: Segment::Name(name),
-        }
+        Path { parent: None, segment: Segment::Name(name) }
     }
 
     fn field<'q>(&'q self, name: &'q str) -> Path<'q> {
-        Path {
-            parent: Some(self),
-            segment: Segment::Name(name),
-        }
+        Path { parent: Some(self), segment: Segment::Name(name) }
     }
 
     fn index(&self, index: usize) -> Path<'_> {
-        Path {
-            parent: Some(self),
-            segment: Segment::Index(index),
-        }
+        Path { parent: Some(self), segment: Segment::Index(index) }
     }
 
     fn malformed(&self, what: impl fmt::Display) -> DecodeError {
@@ -850,11 +793,7 @@ impl<'a, 'p> Fields<'a, 'p> {
 
     /// The field, nil included; `None` only when absent.
     pub(super) fn present(&self, name: &str) -> Option<Raw<'a>> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(key, _)| *key == name.as_bytes())
-            .map(|&(_, value)| value)
+        self.entries.iter().rev().find(|(key, _)| *key == name.as_bytes()).map(|&(_, value)| value)
     }
 
     /// The field unless it is absent or nil.
@@ -863,8 +802,7 @@ impl<'a, 'p> Fields<'a, 'p> {
     }
 
     fn req_raw(&self, name: &str) -> Result<Raw<'a>, DecodeError> {
-        self.present(name)
-            .ok_or_else(|| self.path(name).malformed("missing"))
+        self.present(name).ok_or_else(|| self.path(name).malformed("missing"))
     }
 
     /// A required field; nil is handed to `convert`, which rejects it with its type.
@@ -902,16 +840,12 @@ fn value_bytes(raw: Raw<'_>) -> ValueBytes {
 }
 
 pub(super) fn string(raw: Raw<'_>, path: &Path<'_>) -> Result<String, DecodeError> {
-    raw.as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| path.expected("string", raw))
+    raw.as_str().map(str::to_owned).ok_or_else(|| path.expected("string", raw))
 }
 
 pub(super) fn uint(raw: Raw<'_>, path: &Path<'_>) -> Result<u64, DecodeError> {
     raw.as_u64().ok_or_else(|| match raw.kind_name() {
-        "float" => {
-            path.malformed("expected a whole non-negative number, got a fraction or out of range")
-        }
+        "float" => path.malformed("expected a whole non-negative number, got a fraction or out of range"),
         "integer" => path.malformed("expected a non-negative integer, got a negative one"),
         _ => path.expected("integer", raw),
     })
@@ -962,10 +896,7 @@ fn string_map<'a, T>(
     let mut converted = BTreeMap::new();
     for (key, value) in entries {
         let Some(name) = key.as_str() else {
-            return Err(path.malformed(format_args!(
-                "expected string keys, got {}",
-                key.kind_name()
-            )));
+            return Err(path.malformed(format_args!("expected string keys, got {}", key.kind_name())));
         };
         converted.insert(name.to_owned(), convert(value, &path.field(name))?);
     }
@@ -974,44 +905,32 @@ fn string_map<'a, T>(
 
 /// A free-form body as an `rmpv::Value`. The frame's depth was bounded by the scan, so this
 /// recursive decoder runs at most that deep.
-pub(super) fn rmpv_value(
-    raw: Raw<'_>,
-    path: &Path<'_>,
-    limits: &DecodeLimits,
-) -> Result<rmpv::Value, DecodeError> {
+pub(super) fn rmpv_value(raw: Raw<'_>, path: &Path<'_>, limits: &DecodeLimits) -> Result<rmpv::Value, DecodeError> {
     // rmpv spends two units of its (u16) depth budget per container and up to three on a
     // leaf; the scan already bounded the real depth, so give it room for that and no more.
-    let depth_max = limits
-        .max_depth
-        .saturating_mul(2)
-        .saturating_add(3)
-        .min(usize::from(u16::MAX));
-    rmpv::decode::read_value_with_max_depth(&mut raw.bytes(), depth_max).map_err(
-        |error| match error {
-            rmpv::decode::Error::DepthLimitExceeded => DecodeError::TooDeep,
-            other => path.malformed(other),
-        },
-    )
+    let depth_max = limits.max_depth.saturating_mul(2).saturating_add(3).min(usize::from(u16::MAX));
+    rmpv::decode::read_value_with_max_depth(&mut raw.bytes(), depth_max).map_err(|error| match error {
+        rmpv::decode::Error::DepthLimitExceeded => DecodeError::TooDeep,
+        other => path.malformed(other),
+    })
 }
 
 fn write_concern(raw: Raw<'_>, path: &Path<'_>) -> Result<WriteConcern, DecodeError> {
     let text = raw.as_str().ok_or_else(|| path.expected("string", raw))?;
-    WriteConcern::parse(text)
-        .ok_or_else(|| path.malformed(format_args!("unknown write concern {text:?}")))
+    WriteConcern::parse(text).ok_or_else(|| path.malformed(format_args!("unknown write concern {text:?}")))
 }
 
 fn journal_event_type(raw: Raw<'_>, path: &Path<'_>) -> Result<JournalEventType, DecodeError> {
     let text = raw.as_str().ok_or_else(|| path.expected("string", raw))?;
-    JournalEventType::parse(text)
-        .ok_or_else(|| path.malformed(format_args!("unknown journal event type {text:?}")))
+    JournalEventType::parse(text).ok_or_else(|| path.malformed(format_args!("unknown journal event type {text:?}")))
 }
 
 /// A journal sequence: a decimal string as the client sends it, or an integer.
 fn sequence(raw: Raw<'_>, path: &Path<'_>) -> Result<u64, DecodeError> {
     match raw.as_str() {
-        Some(text) => text
-            .parse()
-            .map_err(|_| path.malformed(format_args!("expected a decimal sequence, got {text:?}"))),
+        Some(text) => {
+            text.parse().map_err(|_| path.malformed(format_args!("expected a decimal sequence, got {text:?}")))
+        }
         None => uint(raw, path),
     }
 }
@@ -1057,11 +976,7 @@ fn or_map_entry(raw: Raw<'_>, path: &Path<'_>) -> Result<OrMapEntry, DecodeError
 }
 
 fn tombstone(timestamp: Timestamp) -> LwwRecord {
-    LwwRecord {
-        value: None,
-        timestamp,
-        ttl_ms: None,
-    }
+    LwwRecord { value: None, timestamp, ttl_ms: None }
 }
 
 pub(super) fn client_op(raw: Raw<'_>, path: &Path<'_>) -> Result<ClientOp, DecodeError> {
@@ -1076,23 +991,17 @@ pub(super) fn client_op(raw: Raw<'_>, path: &Path<'_>) -> Result<ClientOp, Decod
             // DECISIONS.md §1.7: a remove without a record takes the op's own timestamp.
             None => fields.opt("timestamp", timestamp)?,
         };
-        OpKind::Remove {
-            record: timestamp.map(tombstone),
-        }
+        OpKind::Remove { record: timestamp.map(tombstone) }
     } else if let Some(or_record_raw) = fields.non_nil("orRecord") {
         OpKind::OrAdd(or_record(or_record_raw, &fields.path("orRecord"))?)
     } else if let Some(tag) = fields.non_nil("orTag") {
-        OpKind::OrRemove {
-            tag: string(tag, &fields.path("orTag"))?,
-        }
+        OpKind::OrRemove { tag: string(tag, &fields.path("orTag"))? }
     } else if let Some(record) = record {
         let record = lww_record(record, &fields.path("record"))?;
         match record.value {
             Some(_) => OpKind::Put(record),
             // DECISIONS.md §1.7: a PUT whose value is nil is a remove.
-            None => OpKind::Remove {
-                record: Some(tombstone(record.timestamp)),
-            },
+            None => OpKind::Remove { record: Some(tombstone(record.timestamp)) },
         }
     } else {
         OpKind::Noop
@@ -1112,9 +1021,7 @@ pub(super) fn client_op(raw: Raw<'_>, path: &Path<'_>) -> Result<ClientOp, Decod
 fn counter_total(raw: Raw<'_>, path: &Path<'_>) -> Result<f64, DecodeError> {
     let total = raw.as_f64().ok_or_else(|| path.expected("number", raw))?;
     if !total.is_finite() || total < 0.0 {
-        return Err(path.malformed(format_args!(
-            "expected a finite non-negative total, got {total}"
-        )));
+        return Err(path.malformed(format_args!("expected a finite non-negative total, got {total}")));
     }
     Ok(total)
 }
@@ -1124,22 +1031,12 @@ fn counter_total(raw: Raw<'_>, path: &Path<'_>) -> Result<f64, DecodeError> {
 fn counter_state(raw: Raw<'_>, path: &Path<'_>) -> Result<PnCounterState, DecodeError> {
     let fields = Fields::of(raw, *path)?;
     let mut state = PnCounterState::default();
-    let spellings = [
-        ("p", true),
-        ("positive", true),
-        ("n", false),
-        ("negative", false),
-    ];
+    let spellings = [("p", true), ("positive", true), ("n", false), ("negative", false)];
     for (name, is_positive) in spellings {
-        let Some(totals) = fields.opt(name, |raw, path| string_map(raw, path, counter_total))?
-        else {
+        let Some(totals) = fields.opt(name, |raw, path| string_map(raw, path, counter_total))? else {
             continue;
         };
-        let side = if is_positive {
-            &mut state.positive
-        } else {
-            &mut state.negative
-        };
+        let side = if is_positive { &mut state.positive } else { &mut state.negative };
         for (node, total) in totals {
             let slot = side.entry(node).or_insert(total);
             *slot = slot.max(total);
@@ -1150,14 +1047,11 @@ fn counter_state(raw: Raw<'_>, path: &Path<'_>) -> Result<PnCounterState, Decode
 
 pub(super) fn search_options(raw: Raw<'_>, path: &Path<'_>) -> Result<SearchOptions, DecodeError> {
     let fields = Fields::of(raw, *path)?;
-    let number =
-        |raw: Raw<'_>, path: &Path<'_>| raw.as_f64().ok_or_else(|| path.expected("number", raw));
+    let number = |raw: Raw<'_>, path: &Path<'_>| raw.as_f64().ok_or_else(|| path.expected("number", raw));
     Ok(SearchOptions {
         limit: fields.opt("limit", uint)?,
         min_score: fields.opt("minScore", number)?,
-        boost: fields
-            .opt("boost", |raw, path| string_map(raw, path, number))?
-            .unwrap_or_default(),
+        boost: fields.opt("boost", |raw, path| string_map(raw, path, number))?.unwrap_or_default(),
     })
 }
 
@@ -1186,12 +1080,7 @@ mod tests {
     use rmpv::Value;
 
     fn map(entries: Vec<(&str, Value)>) -> Value {
-        Value::Map(
-            entries
-                .into_iter()
-                .map(|(key, value)| (Value::from(key), value))
-                .collect(),
-        )
+        Value::Map(entries.into_iter().map(|(key, value)| (Value::from(key), value)).collect())
     }
 
     fn frame(value: &Value) -> Vec<u8> {
@@ -1206,11 +1095,7 @@ mod tests {
 
     /// A timestamp as the client sends it: millis as float64 (PROTOCOL.md §2.1).
     fn ts(millis: u64, counter: u32, node_id: &str) -> Value {
-        map(vec![
-            ("millis", Value::F64(millis as f64)),
-            ("counter", counter.into()),
-            ("nodeId", node_id.into()),
-        ])
+        map(vec![("millis", Value::F64(millis as f64)), ("counter", counter.into()), ("nodeId", node_id.into())])
     }
 
     fn model_ts(millis: u64, counter: u32, node_id: &str) -> Timestamp {
@@ -1228,10 +1113,7 @@ mod tests {
     fn op(extra: Vec<(&str, Value)>) -> Result<ClientOp, DecodeError> {
         let mut payload = vec![("mapName", Value::from("m")), ("key", Value::from("k"))];
         payload.extend(extra);
-        match decode(map(vec![
-            ("type", "CLIENT_OP".into()),
-            ("payload", map(payload)),
-        ]))? {
+        match decode(map(vec![("type", "CLIENT_OP".into()), ("payload", map(payload))]))? {
             ClientMessage::ClientOp(op) => Ok(op),
             other => panic!("expected ClientOp, got {other:?}"),
         }
@@ -1253,32 +1135,15 @@ mod tests {
     /// every integer width decode; a fraction or a negative in an integer field is malformed.
     #[test]
     fn integer_fields_accept_whole_floats_only() {
-        let ping =
-            |timestamp: Value| decode(map(vec![("type", "PING".into()), ("timestamp", timestamp)]));
-        assert_eq!(
-            ping(Value::F64(1_717_171_717_171.0)),
-            Ok(ClientMessage::Ping {
-                timestamp: 1_717_171_717_171
-            })
-        );
-        assert_eq!(
-            ping(Value::F32(5.0)),
-            Ok(ClientMessage::Ping { timestamp: 5 })
-        );
-        assert_eq!(
-            ping(5_000_000_000u64.into()),
-            Ok(ClientMessage::Ping {
-                timestamp: 5_000_000_000
-            })
-        );
+        let ping = |timestamp: Value| decode(map(vec![("type", "PING".into()), ("timestamp", timestamp)]));
+        assert_eq!(ping(Value::F64(1_717_171_717_171.0)), Ok(ClientMessage::Ping { timestamp: 1_717_171_717_171 }));
+        assert_eq!(ping(Value::F32(5.0)), Ok(ClientMessage::Ping { timestamp: 5 }));
+        assert_eq!(ping(5_000_000_000u64.into()), Ok(ClientMessage::Ping { timestamp: 5_000_000_000 }));
         assert_eq!(ping(7.into()), Ok(ClientMessage::Ping { timestamp: 7 }));
         assert!(malformed(ping(Value::F64(1.5))).starts_with("PING.timestamp: expected a whole"));
         let negative = malformed(ping((-1).into()));
         assert!(negative.starts_with("PING.timestamp: expected a non-negative"));
-        assert_eq!(
-            malformed(ping("5".into())),
-            "PING.timestamp: expected integer, got string"
-        );
+        assert_eq!(malformed(ping("5".into())), "PING.timestamp: expected integer, got string");
 
         let put = op(vec![
             ("opType", "PUT".into()),
@@ -1299,40 +1164,23 @@ mod tests {
             ),
         ])
         .unwrap();
-        let OpKind::Put(record) = put.kind else {
-            panic!("expected a put")
-        };
+        let OpKind::Put(record) = put.kind else { panic!("expected a put") };
         assert_eq!(record.timestamp, model_ts(1_717_171_717_171, 2, "a"));
         assert_eq!(record.ttl_ms, Some(60_000));
 
         let fractional_counter = op(vec![(
             "record",
-            lww(
-                1.into(),
-                map(vec![
-                    ("millis", 1.into()),
-                    ("counter", Value::F64(0.5)),
-                    ("nodeId", "a".into()),
-                ]),
-            ),
+            lww(1.into(), map(vec![("millis", 1.into()), ("counter", Value::F64(0.5)), ("nodeId", "a".into())])),
         )]);
-        assert!(malformed(fractional_counter)
-            .starts_with("CLIENT_OP.payload.record.timestamp.counter:"));
+        assert!(malformed(fractional_counter).starts_with("CLIENT_OP.payload.record.timestamp.counter:"));
         let huge_counter = op(vec![(
             "record",
             lww(
                 1.into(),
-                map(vec![
-                    ("millis", 1.into()),
-                    ("counter", 5_000_000_000u64.into()),
-                    ("nodeId", "a".into()),
-                ]),
+                map(vec![("millis", 1.into()), ("counter", 5_000_000_000u64.into()), ("nodeId", "a".into())]),
             ),
         )]);
-        assert_eq!(
-            malformed(huge_counter),
-            "CLIENT_OP.payload.record.timestamp.counter: 5000000000 exceeds u32"
-        );
+        assert_eq!(malformed(huge_counter), "CLIENT_OP.payload.record.timestamp.counter: 5000000000 exceeds u32");
     }
 
     /// Goal: PROTOCOL.md §2.3. Optional fields read nil as absent; required fields reject nil
@@ -1344,11 +1192,7 @@ mod tests {
             fields.extend(device_token.map(|value| ("deviceToken", value)));
             decode(map(fields))
         };
-        let expected = ClientMessage::Auth {
-            token: "t".into(),
-            device_token: None,
-            protocol_version: None,
-        };
+        let expected = ClientMessage::Auth { token: "t".into(), device_token: None, protocol_version: None };
         assert_eq!(auth(None), Ok(expected.clone()));
         assert_eq!(auth(Some(Value::Nil)), Ok(expected));
         assert!(matches!(
@@ -1356,26 +1200,15 @@ mod tests {
             Ok(ClientMessage::Auth { device_token: Some(token), .. }) if token == "d"
         ));
         assert_eq!(
-            malformed(decode(map(vec![
-                ("type", "AUTH".into()),
-                ("token", Value::Nil)
-            ]))),
+            malformed(decode(map(vec![("type", "AUTH".into()), ("token", Value::Nil)]))),
             "AUTH.token: expected string, got nil"
         );
-        assert_eq!(
-            malformed(decode(map(vec![("type", "AUTH".into())]))),
-            "AUTH.token: missing"
-        );
+        assert_eq!(malformed(decode(map(vec![("type", "AUTH".into())]))), "AUTH.token: missing");
 
         let topic_pub = |data: Option<Value>| {
             let mut payload = vec![("topic", Value::from("t"))];
             payload.extend(data.map(|value| ("data", value)));
-            match decode(map(vec![
-                ("type", "TOPIC_PUB".into()),
-                ("payload", map(payload)),
-            ]))
-            .unwrap()
-            {
+            match decode(map(vec![("type", "TOPIC_PUB".into()), ("payload", map(payload))])).unwrap() {
                 ClientMessage::TopicPub { data, .. } => data,
                 other => panic!("{other:?}"),
             }
@@ -1385,17 +1218,11 @@ mod tests {
         assert_eq!(topic_pub(Some("hi".into())), bytes_of(&"hi".into()));
 
         // `record: nil` is a remove, an absent `record` is nothing (`.nullable().optional()`).
-        assert_eq!(
-            kind(vec![("record", Value::Nil)]),
-            OpKind::Remove { record: None }
-        );
+        assert_eq!(kind(vec![("record", Value::Nil)]), OpKind::Remove { record: None });
         assert_eq!(kind(vec![]), OpKind::Noop);
         // Nil `orRecord` / `orTag` fall through to the next rule.
-        let put = kind(vec![
-            ("orRecord", Value::Nil),
-            ("orTag", Value::Nil),
-            ("record", lww(3.into(), ts(10, 0, "a"))),
-        ]);
+        let put =
+            kind(vec![("orRecord", Value::Nil), ("orTag", Value::Nil), ("record", lww(3.into(), ts(10, 0, "a")))]);
         assert!(matches!(put, OpKind::Put(_)));
     }
 
@@ -1403,11 +1230,8 @@ mod tests {
     #[test]
     fn op_classification() {
         let value = map(vec![("title", "x".into())]);
-        let tombstone = |millis, counter| LwwRecord {
-            value: None,
-            timestamp: model_ts(millis, counter, "a"),
-            ttl_ms: None,
-        };
+        let tombstone =
+            |millis, counter| LwwRecord { value: None, timestamp: model_ts(millis, counter, "a"), ttl_ms: None };
 
         // (4) A put keeps the value's bytes and the TTL.
         let mut put_record = lww(value.clone(), ts(10, 1, "a"));
@@ -1428,46 +1252,24 @@ mod tests {
             entries.push(("ttlMs".into(), 500.into()));
         }
         assert_eq!(
-            kind(vec![
-                ("opType", "REMOVE".into()),
-                ("record", remove_record),
-                ("timestamp", ts(99, 0, "a"))
-            ]),
-            OpKind::Remove {
-                record: Some(tombstone(11, 0))
-            }
+            kind(vec![("opType", "REMOVE".into()), ("record", remove_record), ("timestamp", ts(99, 0, "a"))]),
+            OpKind::Remove { record: Some(tombstone(11, 0)) }
         );
         // (1) REMOVE wins even when the record still carries a value.
         assert_eq!(
-            kind(vec![
-                ("opType", "REMOVE".into()),
-                ("record", lww(1.into(), ts(12, 0, "a")))
-            ]),
-            OpKind::Remove {
-                record: Some(tombstone(12, 0))
-            }
+            kind(vec![("opType", "REMOVE".into()), ("record", lww(1.into(), ts(12, 0, "a")))]),
+            OpKind::Remove { record: Some(tombstone(12, 0)) }
         );
         // (1) REMOVE without a record takes the op's own timestamp (DECISIONS.md §1.7)...
         assert_eq!(
-            kind(vec![
-                ("opType", "REMOVE".into()),
-                ("timestamp", ts(13, 2, "a"))
-            ]),
-            OpKind::Remove {
-                record: Some(tombstone(13, 2))
-            }
+            kind(vec![("opType", "REMOVE".into()), ("timestamp", ts(13, 2, "a"))]),
+            OpKind::Remove { record: Some(tombstone(13, 2)) }
         );
         // ... or, with none, is a tombstone at the owner's HLC now.
-        assert_eq!(
-            kind(vec![("opType", "REMOVE".into())]),
-            OpKind::Remove { record: None }
-        );
+        assert_eq!(kind(vec![("opType", "REMOVE".into())]), OpKind::Remove { record: None });
         // (1) A nil record is a remove whatever the opType, and beats orRecord.
-        let or_record_value = map(vec![
-            ("value", "red".into()),
-            ("timestamp", ts(14, 0, "a")),
-            ("tag", "14:0:a".into()),
-        ]);
+        let or_record_value =
+            map(vec![("value", "red".into()), ("timestamp", ts(14, 0, "a")), ("tag", "14:0:a".into())]);
         assert_eq!(
             kind(vec![
                 ("opType", "OR_ADD".into()),
@@ -1475,9 +1277,7 @@ mod tests {
                 ("orRecord", or_record_value.clone()),
                 ("timestamp", ts(15, 0, "a")),
             ]),
-            OpKind::Remove {
-                record: Some(tombstone(15, 0))
-            }
+            OpKind::Remove { record: Some(tombstone(15, 0)) }
         );
         // (2) orRecord: OR add, tag kept as sent (DECISIONS.md §1.3), even without opType.
         assert_eq!(
@@ -1491,44 +1291,24 @@ mod tests {
         );
         // (2) before (3) and (4).
         assert!(matches!(
-            kind(vec![
-                ("orRecord", or_record_value),
-                ("orTag", "t".into()),
-                ("record", lww(1.into(), ts(1, 0, "a"))),
-            ]),
+            kind(vec![("orRecord", or_record_value), ("orTag", "t".into()), ("record", lww(1.into(), ts(1, 0, "a"))),]),
             OpKind::OrAdd(_)
         ));
         // (3) orTag: OR remove of exactly that tag.
         assert_eq!(
-            kind(vec![
-                ("opType", "OR_REMOVE".into()),
-                ("orTag", "14:0:a".into())
-            ]),
-            OpKind::OrRemove {
-                tag: "14:0:a".into()
-            }
+            kind(vec![("opType", "OR_REMOVE".into()), ("orTag", "14:0:a".into())]),
+            OpKind::OrRemove { tag: "14:0:a".into() }
         );
         // (4) A PUT whose value is nil is a remove (DECISIONS.md §1.7).
         assert_eq!(
-            kind(vec![
-                ("opType", "PUT".into()),
-                ("record", lww(Value::Nil, ts(16, 0, "a")))
-            ]),
-            OpKind::Remove {
-                record: Some(tombstone(16, 0))
-            }
+            kind(vec![("opType", "PUT".into()), ("record", lww(Value::Nil, ts(16, 0, "a")))]),
+            OpKind::Remove { record: Some(tombstone(16, 0)) }
         );
         // (5) Nothing to apply.
-        assert_eq!(
-            kind(vec![("opType", "PUT".into()), ("timestamp", ts(1, 0, "a"))]),
-            OpKind::Noop
-        );
+        assert_eq!(kind(vec![("opType", "PUT".into()), ("timestamp", ts(1, 0, "a"))]), OpKind::Noop);
         // A record without `value` is malformed, not silently a tombstone.
         assert_eq!(
-            malformed(op(vec![(
-                "record",
-                map(vec![("timestamp", ts(1, 0, "a"))])
-            )])),
+            malformed(op(vec![("record", map(vec![("timestamp", ts(1, 0, "a"))]))])),
             "CLIENT_OP.payload.record.value: missing"
         );
         // Op-level fields.
@@ -1552,9 +1332,7 @@ mod tests {
     /// writes every object as map16, which a re-encoder would turn into a fixmap.
     #[test]
     fn values_keep_their_bytes() {
-        let value_bytes: &[u8] = &[
-            0xde, 0x00, 0x01, 0xa1, b'n', 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0,
-        ];
+        let value_bytes: &[u8] = &[0xde, 0x00, 0x01, 0xa1, b'n', 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0];
         let mut frame_bytes = vec![0x82];
         frame_bytes.extend(frame(&"type".into()));
         frame_bytes.extend(frame(&"CLIENT_OP".into()));
@@ -1571,11 +1349,7 @@ mod tests {
         frame_bytes.extend(frame(&"timestamp".into()));
         frame_bytes.extend(frame(&ts(1, 0, "a")));
         let message = decode_client_message(&frame_bytes, &DecodeLimits::default()).unwrap();
-        let ClientMessage::ClientOp(ClientOp {
-            kind: OpKind::Put(record),
-            ..
-        }) = message
-        else {
+        let ClientMessage::ClientOp(ClientOp { kind: OpKind::Put(record), .. }) = message else {
             panic!("expected a put, got {message:?}");
         };
         assert_eq!(record.value.as_deref(), Some(value_bytes));
@@ -1588,81 +1362,39 @@ mod tests {
         let ping = frame(&map(vec![("type", "PING".into()), ("timestamp", 1.into())]));
 
         // Not msgpack: empty, a reserved byte, a truncated frame.
-        assert!(matches!(
-            decode_client_message(&[], &limits),
-            Err(DecodeError::NotMsgpack(_))
-        ));
+        assert!(matches!(decode_client_message(&[], &limits), Err(DecodeError::NotMsgpack(_))));
         assert_eq!(
             decode_client_message(&[0xc1], &limits),
-            Err(DecodeError::NotMsgpack(
-                "reserved byte 0xc1 at byte 0".into()
-            ))
+            Err(DecodeError::NotMsgpack("reserved byte 0xc1 at byte 0".into()))
         );
         let truncated = decode_client_message(&ping[..ping.len() - 1], &limits).unwrap_err();
         assert!(matches!(truncated, DecodeError::NotMsgpack(_)));
-        assert!(truncated
-            .error_reply()
-            .1
-            .starts_with("malformed message: not msgpack: truncated"));
+        assert!(truncated.error_reply().1.starts_with("malformed message: not msgpack: truncated"));
 
         // Trailing garbage after a complete message.
         let mut trailing = ping.clone();
         trailing.push(0x00);
-        assert_eq!(
-            decode_client_message(&trailing, &limits),
-            Err(DecodeError::TrailingBytes)
-        );
+        assert_eq!(decode_client_message(&trailing, &limits), Err(DecodeError::TrailingBytes));
 
         // An array frame such as ["PING", 5], and a bare scalar.
         let array = frame(&Value::Array(vec!["PING".into(), 5.into()]));
-        assert_eq!(
-            decode_client_message(&array, &limits),
-            Err(DecodeError::NotAMap)
-        );
-        assert_eq!(
-            DecodeError::NotAMap.error_reply(),
-            (400, "malformed message: not a map".to_owned())
-        );
+        assert_eq!(decode_client_message(&array, &limits), Err(DecodeError::NotAMap));
+        assert_eq!(DecodeError::NotAMap.error_reply(), (400, "malformed message: not a map".to_owned()));
         assert_eq!(decode(Value::from("PING")), Err(DecodeError::NotAMap));
 
         // No type, a nil type, a type that is not a string.
-        assert_eq!(
-            decode(map(vec![("timestamp", 1.into())])),
-            Err(DecodeError::MissingType)
-        );
-        assert_eq!(
-            decode(map(vec![("type", Value::Nil)])),
-            Err(DecodeError::MissingType)
-        );
-        assert_eq!(
-            DecodeError::MissingType.error_reply(),
-            (400, "malformed message: missing type".to_owned())
-        );
-        assert_eq!(
-            malformed(decode(map(vec![("type", 5.into())]))),
-            "type: expected string, got integer"
-        );
+        assert_eq!(decode(map(vec![("timestamp", 1.into())])), Err(DecodeError::MissingType));
+        assert_eq!(decode(map(vec![("type", Value::Nil)])), Err(DecodeError::MissingType));
+        assert_eq!(DecodeError::MissingType.error_reply(), (400, "malformed message: missing type".to_owned()));
+        assert_eq!(malformed(decode(map(vec![("type", 5.into())]))), "type: expected string, got integer");
 
         // Unknown types and types only a server sends.
         let unknown = decode(map(vec![("type", "NOPE".into())])).unwrap_err();
         assert_eq!(unknown, DecodeError::UnknownType("NOPE".into()));
-        assert_eq!(
-            unknown.error_reply(),
-            (400, "unknown message type: NOPE".to_owned())
-        );
-        let server_type = decode(map(vec![
-            ("type", "OP_ACK".into()),
-            ("payload", map(vec![])),
-        ]))
-        .unwrap_err();
-        assert_eq!(
-            server_type,
-            DecodeError::ServerToClientType("OP_ACK".into())
-        );
-        assert_eq!(
-            server_type.error_reply(),
-            (400, "unknown message type: OP_ACK".to_owned())
-        );
+        assert_eq!(unknown.error_reply(), (400, "unknown message type: NOPE".to_owned()));
+        let server_type = decode(map(vec![("type", "OP_ACK".into()), ("payload", map(vec![]))])).unwrap_err();
+        assert_eq!(server_type, DecodeError::ServerToClientType("OP_ACK".into()));
+        assert_eq!(server_type.error_reply(), (400, "unknown message type: OP_ACK".to_owned()));
         assert_eq!(
             decode(map(vec![("type", "CLUSTER_SUB_ACK".into())])),
             Err(DecodeError::ServerToClientType("CLUSTER_SUB_ACK".into()))
@@ -1688,35 +1420,14 @@ mod tests {
             bytes.push(0xc0);
             bytes
         };
-        assert_eq!(
-            decode_client_message(&nested_ping(1000), &limits),
-            Err(DecodeError::TooDeep)
-        );
-        assert_eq!(
-            decode_client_message(&nested_ping(1_000_000), &limits),
-            Err(DecodeError::TooDeep)
-        );
-        assert_eq!(
-            decode_client_message(&nested_ping(255), &limits),
-            Ok(ClientMessage::Ping { timestamp: 1 })
-        );
-        assert_eq!(
-            decode_client_message(&nested_ping(256), &limits),
-            Err(DecodeError::TooDeep)
-        );
-        assert_eq!(
-            DecodeError::TooDeep.error_reply(),
-            (400, "malformed message: nesting too deep".to_owned())
-        );
+        assert_eq!(decode_client_message(&nested_ping(1000), &limits), Err(DecodeError::TooDeep));
+        assert_eq!(decode_client_message(&nested_ping(1_000_000), &limits), Err(DecodeError::TooDeep));
+        assert_eq!(decode_client_message(&nested_ping(255), &limits), Ok(ClientMessage::Ping { timestamp: 1 }));
+        assert_eq!(decode_client_message(&nested_ping(256), &limits), Err(DecodeError::TooDeep));
+        assert_eq!(DecodeError::TooDeep.error_reply(), (400, "malformed message: nesting too deep".to_owned()));
         let tight = DecodeLimits { max_depth: 3 };
-        assert_eq!(
-            decode_client_message(&nested_ping(2), &tight),
-            Ok(ClientMessage::Ping { timestamp: 1 })
-        );
-        assert_eq!(
-            decode_client_message(&nested_ping(3), &tight),
-            Err(DecodeError::TooDeep)
-        );
+        assert_eq!(decode_client_message(&nested_ping(2), &tight), Ok(ClientMessage::Ping { timestamp: 1 }));
+        assert_eq!(decode_client_message(&nested_ping(3), &tight), Err(DecodeError::TooDeep));
 
         // A raw body nested right up to the bound still decodes into an rmpv::Value.
         let mut query = Value::Nil;
@@ -1727,18 +1438,11 @@ mod tests {
             ("type", "QUERY_SUB".into()),
             (
                 "payload",
-                map(vec![
-                    ("queryId", "q".into()),
-                    ("mapName", "m".into()),
-                    ("query", map(vec![("where", query)])),
-                ]),
+                map(vec![("queryId", "q".into()), ("mapName", "m".into()), ("query", map(vec![("where", query)]))]),
             ),
         ]);
         let decoded = decode(deep_query);
-        assert!(
-            matches!(decoded, Ok(ClientMessage::QuerySub { .. })),
-            "{decoded:?}"
-        );
+        assert!(matches!(decoded, Ok(ClientMessage::QuerySub { .. })), "{decoded:?}");
     }
 
     /// Goal: wrong field types name the exact field, with array indices, in the reply text.
@@ -1756,43 +1460,21 @@ mod tests {
             ("type", "OP_BATCH".into()),
             (
                 "payload",
-                map(vec![(
-                    "ops",
-                    Value::Array(vec![
-                        good_op("a".into()),
-                        good_op("b".into()),
-                        good_op(7.into()),
-                    ]),
-                )]),
+                map(vec![("ops", Value::Array(vec![good_op("a".into()), good_op("b".into()), good_op(7.into())]))]),
             ),
         ]);
         let error = decode(batch).unwrap_err();
-        assert_eq!(
-            error,
-            DecodeError::Malformed(
-                "OP_BATCH.payload.ops[2].key: expected string, got integer".into()
-            )
-        );
+        assert_eq!(error, DecodeError::Malformed("OP_BATCH.payload.ops[2].key: expected string, got integer".into()));
         assert_eq!(
             error.error_reply(),
-            (
-                400,
-                "malformed message: OP_BATCH.payload.ops[2].key: expected string, got integer"
-                    .to_owned()
-            )
+            (400, "malformed message: OP_BATCH.payload.ops[2].key: expected string, got integer".to_owned())
         );
         assert_eq!(
-            malformed(decode(map(vec![
-                ("type", "OP_BATCH".into()),
-                ("payload", map(vec![("ops", 1.into())]))
-            ]))),
+            malformed(decode(map(vec![("type", "OP_BATCH".into()), ("payload", map(vec![("ops", 1.into())]))]))),
             "OP_BATCH.payload.ops: expected array, got integer"
         );
         assert_eq!(
-            malformed(decode(map(vec![
-                ("type", "OP_BATCH".into()),
-                ("payload", "x".into())
-            ]))),
+            malformed(decode(map(vec![("type", "OP_BATCH".into()), ("payload", "x".into())]))),
             "OP_BATCH.payload: expected map, got string"
         );
         assert_eq!(
@@ -1800,11 +1482,7 @@ mod tests {
                 ("type", "QUERY_SUB".into()),
                 (
                     "payload",
-                    map(vec![
-                        ("queryId", "q".into()),
-                        ("mapName", "m".into()),
-                        ("query", Value::Array(vec![])),
-                    ])
+                    map(vec![("queryId", "q".into()), ("mapName", "m".into()), ("query", Value::Array(vec![])),])
                 )
             ]))),
             "QUERY_SUB.payload.query: expected map, got array"
@@ -1848,10 +1526,7 @@ mod tests {
             ClientMessage::CounterSync { state, .. } => state,
             other => panic!("{other:?}"),
         };
-        let short = state_of(sync(map(vec![
-            ("p", map(vec![("a", 3.into())])),
-            ("n", map(vec![("a", 1.into())])),
-        ])));
+        let short = state_of(sync(map(vec![("p", map(vec![("a", 3.into())])), ("n", map(vec![("a", 1.into())]))])));
         let long = state_of(sync(map(vec![
             ("positive", map(vec![("a", Value::F64(3.0))])),
             ("negative", map(vec![("a", 1.into())])),
@@ -1865,19 +1540,12 @@ mod tests {
         ])));
         assert_eq!(
             both.positive.into_iter().collect::<Vec<_>>(),
-            vec![
-                ("a".to_owned(), 5.0),
-                ("b".to_owned(), 1.0),
-                ("c".to_owned(), 2.5)
-            ]
+            vec![("a".to_owned(), 5.0), ("b".to_owned(), 1.0), ("c".to_owned(), 2.5)]
         );
         assert!(both.negative.is_empty());
         assert_eq!(state_of(sync(map(vec![]))), PnCounterState::default());
-        assert!(
-            malformed(sync(map(vec![("p", map(vec![("a", (-1).into())]))]))).starts_with(
-                "COUNTER_SYNC.payload.state.p.a: expected a finite non-negative total"
-            )
-        );
+        assert!(malformed(sync(map(vec![("p", map(vec![("a", (-1).into())]))])))
+            .starts_with("COUNTER_SYNC.payload.state.p.a: expected a finite non-negative total"));
         assert_eq!(
             malformed(sync(map(vec![("n", map(vec![("a", "1".into())]))]))),
             "COUNTER_SYNC.payload.state.n.a: expected number, got string"
@@ -1889,147 +1557,83 @@ mod tests {
     #[test]
     fn batch_unpacking() {
         let ping = frame(&map(vec![("type", "PING".into()), ("timestamp", 1.into())]));
-        let sub = frame(&map(vec![
-            ("type", "TOPIC_SUB".into()),
-            ("payload", map(vec![("topic", "t".into())])),
-        ]));
+        let sub = frame(&map(vec![("type", "TOPIC_SUB".into()), ("payload", map(vec![("topic", "t".into())]))]));
         let mut data = Vec::new();
         for item in [&ping, &sub] {
             data.extend_from_slice(&(item.len() as u32).to_be_bytes());
             data.extend_from_slice(item);
         }
-        let envelope = frame(&map(vec![
-            ("type", "BATCH".into()),
-            ("count", 2.into()),
-            ("data", Value::Binary(data.clone())),
-        ]));
-        let ClientMessage::Batch {
-            data: unpacked_data,
-        } = decode_client_message(&envelope, &DecodeLimits::default()).unwrap()
+        let envelope =
+            frame(&map(vec![("type", "BATCH".into()), ("count", 2.into()), ("data", Value::Binary(data.clone()))]));
+        let ClientMessage::Batch { data: unpacked_data } =
+            decode_client_message(&envelope, &DecodeLimits::default()).unwrap()
         else {
             panic!("expected a batch");
         };
         assert_eq!(unpacked_data, data);
         let items = unpack_batch(&unpacked_data).unwrap();
         assert_eq!(items, vec![&ping[..], &sub[..]]);
-        assert_eq!(
-            decode_client_message(items[0], &DecodeLimits::default()),
-            Ok(ClientMessage::Ping { timestamp: 1 })
-        );
+        assert_eq!(decode_client_message(items[0], &DecodeLimits::default()), Ok(ClientMessage::Ping { timestamp: 1 }));
         assert_eq!(unpack_batch(&[]), Ok(vec![]));
         assert_eq!(unpack_batch(&[0, 0, 0, 0]), Ok(vec![&[][..]]));
         assert!(malformed(unpack_batch(&data[..2])).contains("truncated length prefix"));
         assert!(malformed(unpack_batch(&data[..data.len() - 1])).contains("item 1"));
         assert_eq!(
-            malformed(decode(map(vec![
-                ("type", "BATCH".into()),
-                ("data", "x".into())
-            ]))),
+            malformed(decode(map(vec![("type", "BATCH".into()), ("data", "x".into())]))),
             "BATCH.data: expected binary, got string"
         );
 
         let empty_items = |count: usize| vec![0u8; count * 4];
-        assert_eq!(
-            unpack_batch(&empty_items(BATCH_ITEMS_MAX)).map(|items| items.len()),
-            Ok(BATCH_ITEMS_MAX)
-        );
+        assert_eq!(unpack_batch(&empty_items(BATCH_ITEMS_MAX)).map(|items| items.len()), Ok(BATCH_ITEMS_MAX));
         let error = unpack_batch(&empty_items(BATCH_ITEMS_MAX + 1)).unwrap_err();
         assert_eq!(error, DecodeError::BatchTooLarge);
-        assert_eq!(
-            error.error_reply(),
-            (413, "batch exceeds maximum inner item count".to_owned())
-        );
+        assert_eq!(error.error_reply(), (413, "batch exceeds maximum inner item count".to_owned()));
     }
 
     /// Goal: the messages without a golden vector decode their §4 fields.
     #[test]
     fn messages_without_vectors() {
         let payload = |message_type: &str, fields: Vec<(&str, Value)>| {
-            decode(map(vec![
-                ("type", message_type.into()),
-                ("payload", map(fields)),
-            ]))
-            .unwrap()
+            decode(map(vec![("type", message_type.into()), ("payload", map(fields))])).unwrap()
         };
         let flat = |message_type: &str, mut fields: Vec<(&str, Value)>| {
             fields.insert(0, ("type", message_type.into()));
             decode(map(fields)).unwrap()
         };
         assert_eq!(
-            payload(
-                "ORMAP_DIFF_REQUEST",
-                vec![
-                    ("mapName", "m".into()),
-                    ("keys", Value::Array(vec!["a".into()]))
-                ]
-            ),
-            ClientMessage::OrMapDiffRequest {
-                map_name: "m".into(),
-                keys: vec!["a".into()]
-            }
+            payload("ORMAP_DIFF_REQUEST", vec![("mapName", "m".into()), ("keys", Value::Array(vec!["a".into()]))]),
+            ClientMessage::OrMapDiffRequest { map_name: "m".into(), keys: vec!["a".into()] }
         );
         assert_eq!(
-            payload(
-                "QUERY_SYNC_INIT",
-                vec![("queryId", "q".into()), ("rootHash", Value::F64(4e9))]
-            ),
-            ClientMessage::QuerySyncInit {
-                query_id: "q".into(),
-                root_hash: 4_000_000_000
-            }
+            payload("QUERY_SYNC_INIT", vec![("queryId", "q".into()), ("rootHash", Value::F64(4e9))]),
+            ClientMessage::QuerySyncInit { query_id: "q".into(), root_hash: 4_000_000_000 }
         );
         assert_eq!(
-            payload(
-                "SQL_QUERY",
-                vec![("sql", "select 1".into()), ("queryId", "q".into())]
-            ),
-            ClientMessage::SqlQuery {
-                sql: "select 1".into(),
-                query_id: "q".into()
-            }
+            payload("SQL_QUERY", vec![("sql", "select 1".into()), ("queryId", "q".into())]),
+            ClientMessage::SqlQuery { sql: "select 1".into(), query_id: "q".into() }
         );
         assert_eq!(
             payload("TOPIC_UNSUB", vec![("topic", "t".into())]),
             ClientMessage::TopicUnsub { topic: "t".into() }
         );
         assert_eq!(
-            payload(
-                "LOCK_RELEASE",
-                vec![("name", "l".into()), ("fencingToken", 3.into())]
-            ),
-            ClientMessage::LockRelease {
-                request_id: None,
-                name: "l".into(),
-                fencing_token: 3
-            }
+            payload("LOCK_RELEASE", vec![("name", "l".into()), ("fencingToken", 3.into())]),
+            ClientMessage::LockRelease { request_id: None, name: "l".into(), fencing_token: 3 }
         );
         assert_eq!(
             payload("SEARCH_UNSUB", vec![("subscriptionId", "s".into())]),
-            ClientMessage::SearchUnsub {
-                subscription_id: "s".into()
-            }
+            ClientMessage::SearchUnsub { subscription_id: "s".into() }
         );
-        let hybrid = vec![
-            ("requestId", "h".into()),
-            ("mapName", "m".into()),
-            ("queryText", "q".into()),
-            ("k", 5.into()),
-        ];
-        let ClientMessage::HybridSearch {
-            request_id,
-            map_name,
-            payload: body,
-        } = payload("HYBRID_SEARCH", hybrid)
+        let hybrid =
+            vec![("requestId", "h".into()), ("mapName", "m".into()), ("queryText", "q".into()), ("k", 5.into())];
+        let ClientMessage::HybridSearch { request_id, map_name, payload: body } = payload("HYBRID_SEARCH", hybrid)
         else {
             panic!("expected HYBRID_SEARCH");
         };
         assert_eq!((request_id.as_str(), map_name.as_str()), ("h", "m"));
         assert_eq!(body["k"], Value::from(5));
         assert!(matches!(
-            payload(
-                "HYBRID_SEARCH_SUB",
-                vec![("subscriptionId", "s".into()), ("mapName", "m".into())]
-            ),
+            payload("HYBRID_SEARCH_SUB", vec![("subscriptionId", "s".into()), ("mapName", "m".into())]),
             ClientMessage::HybridSearchSub { .. }
         ));
         assert!(matches!(
@@ -2037,26 +1641,16 @@ mod tests {
             ClientMessage::HybridSearchUnsub { .. }
         ));
         assert!(matches!(
-            payload(
-                "VECTOR_SEARCH",
-                vec![("id", "v".into()), ("mapName", "m".into()), ("k", 3.into())]
-            ),
+            payload("VECTOR_SEARCH", vec![("id", "v".into()), ("mapName", "m".into()), ("k", 3.into())]),
             ClientMessage::VectorSearch { .. }
         ));
         assert!(matches!(
-            payload(
-                "HYBRID_QUERY_SUBSCRIBE",
-                vec![("subscriptionId", "s".into())]
-            ),
-            ClientMessage::HybridQuerySubscribe {
-                payload: Value::Map(_)
-            }
+            payload("HYBRID_QUERY_SUBSCRIBE", vec![("subscriptionId", "s".into())]),
+            ClientMessage::HybridQuerySubscribe { payload: Value::Map(_) }
         ));
         assert_eq!(
             flat("HYBRID_QUERY_UNSUBSCRIBE", vec![]),
-            ClientMessage::HybridQueryUnsubscribe {
-                payload: Value::Nil
-            }
+            ClientMessage::HybridQueryUnsubscribe { payload: Value::Nil }
         );
         let processor = map(vec![("name", "p".into()), ("code", "return 1".into())]);
         assert_eq!(
@@ -2073,11 +1667,7 @@ mod tests {
                 request_id: "r".into(),
                 map_name: "m".into(),
                 keys: vec!["a".into(), "b".into()],
-                processor: EntryProcessor {
-                    name: "p".into(),
-                    code: "return 1".into(),
-                    args: None
-                },
+                processor: EntryProcessor { name: "p".into(), code: "return 1".into(), args: None },
             }
         );
         assert_eq!(
@@ -2086,35 +1676,19 @@ mod tests {
                 vec![
                     ("requestId", "r".into()),
                     ("mapName", "m".into()),
-                    (
-                        "resolver",
-                        map(vec![
-                            ("name", "n".into()),
-                            ("code", "c".into()),
-                            ("priority", 5.into())
-                        ])
-                    ),
+                    ("resolver", map(vec![("name", "n".into()), ("code", "c".into()), ("priority", 5.into())])),
                 ]
             ),
             ClientMessage::RegisterResolver {
                 request_id: "r".into(),
                 map_name: "m".into(),
-                resolver: ResolverDef {
-                    name: "n".into(),
-                    code: "c".into(),
-                    priority: Some(5),
-                    key_pattern: None
-                },
+                resolver: ResolverDef { name: "n".into(), code: "c".into(), priority: Some(5), key_pattern: None },
             }
         );
         assert_eq!(
             flat(
                 "UNREGISTER_RESOLVER",
-                vec![
-                    ("requestId", "r".into()),
-                    ("mapName", "m".into()),
-                    ("resolverName", "n".into())
-                ]
+                vec![("requestId", "r".into()), ("mapName", "m".into()), ("resolverName", "n".into())]
             ),
             ClientMessage::UnregisterResolver {
                 request_id: "r".into(),
@@ -2124,10 +1698,7 @@ mod tests {
         );
         assert_eq!(
             flat("LIST_RESOLVERS", vec![("requestId", "r".into())]),
-            ClientMessage::ListResolvers {
-                request_id: "r".into(),
-                map_name: None
-            }
+            ClientMessage::ListResolvers { request_id: "r".into(), map_name: None }
         );
         assert_eq!(
             flat(
@@ -2161,21 +1732,12 @@ mod tests {
         );
         assert_eq!(
             flat("JOURNAL_UNSUBSCRIBE", vec![("subscriptionId", "j".into())]),
-            ClientMessage::JournalUnsubscribe {
-                subscription_id: "j".into()
-            }
+            ClientMessage::JournalUnsubscribe { subscription_id: "j".into() }
         );
-        assert_eq!(
-            flat("PARTITION_MAP_REQUEST", vec![]),
-            ClientMessage::PartitionMapRequest {
-                current_version: None
-            }
-        );
+        assert_eq!(flat("PARTITION_MAP_REQUEST", vec![]), ClientMessage::PartitionMapRequest { current_version: None });
         assert_eq!(
             flat("DEVICE_HELLO", vec![("deviceToken", "d".into())]),
-            ClientMessage::DeviceHello {
-                device_token: Some("d".into())
-            }
+            ClientMessage::DeviceHello { device_token: Some("d".into()) }
         );
     }
 }

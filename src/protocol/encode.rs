@@ -376,13 +376,9 @@ impl ServerMessage {
             ServerMessage::HybridSearchUpdate { .. } => MessageType::HybridSearchUpdate,
             ServerMessage::VectorSearchResp { .. } => MessageType::VectorSearchResp,
             ServerMessage::EntryProcessResponse { .. } => MessageType::EntryProcessResponse,
-            ServerMessage::EntryProcessBatchResponse { .. } => {
-                MessageType::EntryProcessBatchResponse
-            }
+            ServerMessage::EntryProcessBatchResponse { .. } => MessageType::EntryProcessBatchResponse,
             ServerMessage::RegisterResolverResponse { .. } => MessageType::RegisterResolverResponse,
-            ServerMessage::UnregisterResolverResponse { .. } => {
-                MessageType::UnregisterResolverResponse
-            }
+            ServerMessage::UnregisterResolverResponse { .. } => MessageType::UnregisterResolverResponse,
             ServerMessage::ListResolversResponse { .. } => MessageType::ListResolversResponse,
             ServerMessage::JournalEvent(_) => MessageType::JournalEvent,
             ServerMessage::JournalReadResponse { .. } => MessageType::JournalReadResponse,
@@ -398,18 +394,10 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
     let message_type = message.message_type().as_str();
     match message {
         ServerMessage::AuthRequired => w.flat(message_type, 0),
-        ServerMessage::AuthAck {
-            protocol_version,
-            user_id,
-            device_id,
-            device_token,
-        } => {
+        ServerMessage::AuthAck { protocol_version, user_id, device_id, device_token } => {
             w.flat(
                 message_type,
-                present(protocol_version)
-                    + present(user_id)
-                    + present(device_id)
-                    + present(device_token),
+                present(protocol_version) + present(user_id) + present(device_id) + present(device_token),
             );
             w.opt_uint("protocolVersion", *protocol_version);
             w.opt_str("userId", user_id.as_deref());
@@ -421,27 +409,17 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.opt_str("error", error.as_deref());
             w.opt_uint("code", code.map(u64::from));
         }
-        ServerMessage::DeviceAck {
-            device_id,
-            device_token,
-        } => {
+        ServerMessage::DeviceAck { device_id, device_token } => {
             w.flat(message_type, present(device_id) + present(device_token));
             w.opt_str("deviceId", device_id.as_deref());
             w.opt_str("deviceToken", device_token.as_deref());
         }
-        ServerMessage::Pong {
-            timestamp,
-            server_time,
-        } => {
+        ServerMessage::Pong { timestamp, server_time } => {
             w.flat(message_type, 2);
             w.key_uint("timestamp", *timestamp);
             w.key_uint("serverTime", *server_time);
         }
-        ServerMessage::Error {
-            code,
-            message,
-            details,
-        } => {
+        ServerMessage::Error { code, message, details } => {
             w.payload(message_type, 2 + present(details));
             w.key_uint("code", u64::from(*code));
             w.key_str("message", message);
@@ -450,18 +428,10 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
                 w.value(details);
             }
         }
-        ServerMessage::OpAck {
-            last_id,
-            achieved_level,
-            results,
-        } => {
+        ServerMessage::OpAck { last_id, achieved_level, results } => {
             encode_op_ack(w.0, last_id, *achieved_level, results);
         }
-        ServerMessage::OpRejected {
-            op_id,
-            reason,
-            code,
-        } => {
+        ServerMessage::OpRejected { op_id, reason, code } => {
             w.payload(message_type, 2 + present(code));
             w.key_str("opId", op_id);
             w.key_str("reason", reason);
@@ -479,13 +449,7 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
                 w.server_event(event);
             }
         }
-        ServerMessage::MergeRejected {
-            map_name,
-            key,
-            attempted_value,
-            reason,
-            timestamp,
-        } => {
+        ServerMessage::MergeRejected { map_name, key, attempted_value, reason, timestamp } => {
             w.flat(message_type, 5);
             w.key_str("mapName", map_name);
             w.key_str("key", key);
@@ -495,38 +459,22 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.str("timestamp");
             w.timestamp(timestamp);
         }
-        ServerMessage::SyncRespRoot {
-            map_name,
-            root_hash,
-            timestamp,
-        } => {
+        ServerMessage::SyncRespRoot { map_name, root_hash, timestamp } => {
             w.payload(message_type, 3);
             w.key_str("mapName", map_name);
             w.key_uint("rootHash", u64::from(*root_hash));
             w.str("timestamp");
             w.timestamp(timestamp);
         }
-        ServerMessage::SyncRespBuckets {
-            map_name,
-            path,
-            buckets,
-        }
-        | ServerMessage::OrMapSyncRespBuckets {
-            map_name,
-            path,
-            buckets,
-        } => {
+        ServerMessage::SyncRespBuckets { map_name, path, buckets }
+        | ServerMessage::OrMapSyncRespBuckets { map_name, path, buckets } => {
             w.payload(message_type, 3);
             w.key_str("mapName", map_name);
             w.key_str("path", path);
             w.str("buckets");
             w.buckets(buckets);
         }
-        ServerMessage::SyncRespLeaf {
-            map_name,
-            path,
-            records,
-        } => {
+        ServerMessage::SyncRespLeaf { map_name, path, records } => {
             w.payload(message_type, 3);
             w.key_str("mapName", map_name);
             w.key_str("path", path);
@@ -549,17 +497,8 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.str("olderThan");
             w.timestamp(older_than);
         }
-        ServerMessage::OrMapSyncRespRoot {
-            map_name,
-            root_hash,
-            timestamp,
-            covering_epoch,
-            full_resync,
-        } => {
-            w.payload(
-                message_type,
-                3 + present(covering_epoch) + usize::from(*full_resync),
-            );
+        ServerMessage::OrMapSyncRespRoot { map_name, root_hash, timestamp, covering_epoch, full_resync } => {
+            w.payload(message_type, 3 + present(covering_epoch) + usize::from(*full_resync));
             w.key_str("mapName", map_name);
             w.key_uint("rootHash", u64::from(*root_hash));
             w.str("timestamp");
@@ -570,35 +509,21 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
                 w.bool(true);
             }
         }
-        ServerMessage::OrMapSyncRespLeaf {
-            map_name,
-            path,
-            entries,
-            covering_epoch,
-        } => {
+        ServerMessage::OrMapSyncRespLeaf { map_name, path, entries, covering_epoch } => {
             w.payload(message_type, 3 + present(covering_epoch));
             w.key_str("mapName", map_name);
             w.key_str("path", path);
             w.or_map_entries(entries);
             w.opt_uint("coveringEpoch", *covering_epoch);
         }
-        ServerMessage::OrMapDiffResponse {
-            map_name,
-            entries,
-            covering_epoch,
-        } => {
+        ServerMessage::OrMapDiffResponse { map_name, entries, covering_epoch } => {
             w.payload(message_type, 2 + present(covering_epoch));
             w.key_str("mapName", map_name);
             w.or_map_entries(entries);
             w.opt_uint("coveringEpoch", *covering_epoch);
         }
         ServerMessage::QueryResp(response) => w.query_resp(message_type, response),
-        ServerMessage::QueryUpdate {
-            query_id,
-            key,
-            value,
-            change_type,
-        } => {
+        ServerMessage::QueryUpdate { query_id, key, value, change_type } => {
             w.payload(message_type, 4);
             w.key_str("queryId", query_id);
             w.key_str("key", key);
@@ -606,13 +531,7 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.opt_value(value.as_ref());
             w.key_str("changeType", change_type.as_str());
         }
-        ServerMessage::SqlQueryResp {
-            query_id,
-            columns,
-            rows,
-            error,
-            code,
-        } => {
+        ServerMessage::SqlQueryResp { query_id, columns, rows, error, code } => {
             w.payload(message_type, 3 + present(error) + present(code));
             w.key_str("queryId", query_id);
             w.str("columns");
@@ -628,12 +547,7 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.opt_str("error", error.as_deref());
             w.opt_str("code", code.as_deref());
         }
-        ServerMessage::TopicMessage {
-            topic,
-            data,
-            publisher_id,
-            timestamp,
-        } => {
+        ServerMessage::TopicMessage { topic, data, publisher_id, timestamp } => {
             w.payload(message_type, 3 + present(publisher_id));
             w.key_str("topic", topic);
             w.str("data");
@@ -641,40 +555,26 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.opt_str("publisherId", publisher_id.as_deref());
             w.key_uint("timestamp", *timestamp);
         }
-        ServerMessage::LockGranted {
-            request_id,
-            name,
-            fencing_token,
-        } => {
+        ServerMessage::LockGranted { request_id, name, fencing_token } => {
             w.payload(message_type, 3);
             w.key_str("requestId", request_id);
             w.key_str("name", name);
             w.key_uint("fencingToken", *fencing_token);
         }
-        ServerMessage::LockReleased {
-            request_id,
-            name,
-            success,
-        } => {
+        ServerMessage::LockReleased { request_id, name, success } => {
             w.payload(message_type, 3);
             w.key_str("requestId", request_id);
             w.key_str("name", name);
             w.str("success");
             w.bool(*success);
         }
-        ServerMessage::CounterResponse { name, state }
-        | ServerMessage::CounterUpdate { name, state } => {
+        ServerMessage::CounterResponse { name, state } | ServerMessage::CounterUpdate { name, state } => {
             w.payload(message_type, 2);
             w.key_str("name", name);
             w.str("state");
             w.counter_state(state);
         }
-        ServerMessage::SearchResp {
-            request_id,
-            results,
-            total_count,
-            error,
-        } => {
+        ServerMessage::SearchResp { request_id, results, total_count, error } => {
             w.payload(message_type, 3 + present(error));
             w.key_str("requestId", request_id);
             w.str("results");
@@ -686,22 +586,13 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.key_uint("totalCount", *total_count);
             w.opt_str("error", error.as_deref());
         }
-        ServerMessage::SearchUpdate {
-            subscription_id,
-            hit,
-            change_type,
-        } => {
+        ServerMessage::SearchUpdate { subscription_id, hit, change_type } => {
             w.payload(message_type, 6);
             w.key_str("subscriptionId", subscription_id);
             w.search_hit_fields(hit);
             w.key_str("changeType", change_type.as_str());
         }
-        ServerMessage::HybridSearchResp {
-            request_id,
-            results,
-            search_time_ms,
-            error,
-        } => {
+        ServerMessage::HybridSearchResp { request_id, results, search_time_ms, error } => {
             w.payload(message_type, 3 + present(error));
             w.key_str("requestId", request_id);
             w.str("results");
@@ -713,23 +604,13 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.key_uint("searchTimeMs", *search_time_ms);
             w.opt_str("error", error.as_deref());
         }
-        ServerMessage::HybridSearchUpdate {
-            subscription_id,
-            hit,
-            change_type,
-        } => {
+        ServerMessage::HybridSearchUpdate { subscription_id, hit, change_type } => {
             w.payload(message_type, 5 + present(&hit.value));
             w.key_str("subscriptionId", subscription_id);
             w.hybrid_hit_fields(hit);
             w.key_str("changeType", change_type.as_str());
         }
-        ServerMessage::VectorSearchResp {
-            id,
-            results,
-            total_candidates,
-            search_time_ms,
-            error,
-        } => {
+        ServerMessage::VectorSearchResp { id, results, total_candidates, search_time_ms, error } => {
             w.payload(message_type, 4 + present(error));
             w.key_str("id", id);
             w.str("results");
@@ -757,10 +638,7 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.key_str("requestId", request_id);
             w.entry_result_fields(result);
         }
-        ServerMessage::EntryProcessBatchResponse {
-            request_id,
-            results,
-        } => {
+        ServerMessage::EntryProcessBatchResponse { request_id, results } => {
             w.flat(message_type, 2);
             w.key_str("requestId", request_id);
             w.str("results");
@@ -771,26 +649,15 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
                 w.entry_result_fields(result);
             }
         }
-        ServerMessage::RegisterResolverResponse {
-            request_id,
-            success,
-            error,
-        }
-        | ServerMessage::UnregisterResolverResponse {
-            request_id,
-            success,
-            error,
-        } => {
+        ServerMessage::RegisterResolverResponse { request_id, success, error }
+        | ServerMessage::UnregisterResolverResponse { request_id, success, error } => {
             w.flat(message_type, 2 + present(error));
             w.key_str("requestId", request_id);
             w.str("success");
             w.bool(*success);
             w.opt_str("error", error.as_deref());
         }
-        ServerMessage::ListResolversResponse {
-            request_id,
-            resolvers,
-        } => {
+        ServerMessage::ListResolversResponse { request_id, resolvers } => {
             w.flat(message_type, 2);
             w.key_str("requestId", request_id);
             w.str("resolvers");
@@ -808,11 +675,7 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
             w.str("event");
             w.journal_event(event);
         }
-        ServerMessage::JournalReadResponse {
-            request_id,
-            events,
-            has_more,
-        } => {
+        ServerMessage::JournalReadResponse { request_id, events, has_more } => {
             w.flat(message_type, 3);
             w.key_str("requestId", request_id);
             w.str("events");
@@ -842,17 +705,9 @@ pub fn encode(message: &ServerMessage, out: &mut Vec<u8>) {
 
 /// Appends an `OP_ACK` (`{type, payload: {lastId, achievedLevel?, results?}}`), the hottest
 /// reply, without building a [`ServerMessage`]. `results` is omitted when empty.
-pub fn encode_op_ack(
-    out: &mut Vec<u8>,
-    last_id: &str,
-    achieved: Option<WriteConcern>,
-    results: &[OpResult],
-) {
+pub fn encode_op_ack(out: &mut Vec<u8>, last_id: &str, achieved: Option<WriteConcern>, results: &[OpResult]) {
     let mut w = Writer(out);
-    w.payload(
-        MessageType::OpAck.as_str(),
-        1 + present(&achieved) + usize::from(!results.is_empty()),
-    );
+    w.payload(MessageType::OpAck.as_str(), 1 + present(&achieved) + usize::from(!results.is_empty()));
     w.key_str("lastId", last_id);
     w.opt_str("achievedLevel", achieved.map(WriteConcern::as_str));
     if !results.is_empty() {
@@ -1056,11 +911,7 @@ impl Writer<'_> {
             ServerEventBody::Lww(record) => {
                 self.map(4);
                 self.key_str("mapName", &event.map_name);
-                let event_type = if record.is_tombstone() {
-                    "REMOVE"
-                } else {
-                    "PUT"
-                };
+                let event_type = if record.is_tombstone() { "REMOVE" } else { "PUT" };
                 self.key_str("eventType", event_type);
                 self.key_str("key", &event.key);
                 self.str("record");
@@ -1086,15 +937,10 @@ impl Writer<'_> {
     }
 
     fn buckets(&mut self, buckets: &[(u8, u32)]) {
-        const HEX_DIGITS: [&str; 16] = [
-            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f",
-        ];
+        const HEX_DIGITS: [&str; 16] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f"];
         self.map(buckets.len());
         for &(child, hash) in buckets {
-            assert!(
-                usize::from(child) < HEX_DIGITS.len(),
-                "bucket child {child} is not one hex digit"
-            );
+            assert!(usize::from(child) < HEX_DIGITS.len(), "bucket child {child} is not one hex digit");
             self.str(HEX_DIGITS[usize::from(child)]);
             self.uint(u64::from(hash));
         }
@@ -1138,10 +984,7 @@ impl Writer<'_> {
             self.str("hasMore");
             self.bool(has_more);
         }
-        self.opt_str(
-            "cursorStatus",
-            response.cursor_status.map(CursorStatus::as_str),
-        );
+        self.opt_str("cursorStatus", response.cursor_status.map(CursorStatus::as_str));
         self.opt_uint("merkleRootHash", response.merkle_root_hash.map(u64::from));
         self.opt_str("error", response.error.as_deref());
         self.opt_str("code", response.code.as_deref());
@@ -1205,8 +1048,7 @@ impl Writer<'_> {
     }
 
     fn journal_event(&mut self, event: &JournalEvent) {
-        let optional =
-            present(&event.value) + present(&event.previous_value) + present(&event.metadata);
+        let optional = present(&event.value) + present(&event.previous_value) + present(&event.metadata);
         self.map(6 + optional);
         self.key_str("sequence", &event.sequence.to_string());
         self.key_str("type", event.event_type.as_str());
@@ -1283,11 +1125,7 @@ mod tests {
     }
 
     fn keys(map: &Value) -> Vec<&str> {
-        map.as_map()
-            .unwrap()
-            .iter()
-            .map(|(key, _)| key.as_str().unwrap())
-            .collect()
+        map.as_map().unwrap().iter().map(|(key, _)| key.as_str().unwrap()).collect()
     }
 
     fn ts(millis: u64, counter: u32) -> Timestamp {
@@ -1319,12 +1157,7 @@ mod tests {
 
         out.clear();
         let results = [
-            OpResult {
-                op_id: "w1".into(),
-                success: true,
-                achieved_level: WriteConcern::Applied,
-                error: None,
-            },
+            OpResult { op_id: "w1".into(), success: true, achieved_level: WriteConcern::Applied, error: None },
             OpResult {
                 op_id: "w2".into(),
                 success: false,
@@ -1335,14 +1168,8 @@ mod tests {
         encode_op_ack(&mut out, "w2", Some(WriteConcern::Memory), &results);
         let payload = &decoded(&out)["payload"];
         assert_eq!(keys(payload), ["lastId", "achievedLevel", "results"]);
-        assert_eq!(
-            keys(&payload["results"][0]),
-            ["opId", "success", "achievedLevel"]
-        );
-        assert_eq!(
-            keys(&payload["results"][1]),
-            ["opId", "success", "achievedLevel", "error"]
-        );
+        assert_eq!(keys(&payload["results"][0]), ["opId", "success", "achievedLevel"]);
+        assert_eq!(keys(&payload["results"][1]), ["opId", "success", "achievedLevel", "error"]);
         assert_eq!(payload["results"][1]["success"], Value::from(false));
     }
 
@@ -1352,45 +1179,20 @@ mod tests {
     fn records_omit_absent_ttl() {
         let value = value_bytes(&Value::from("v"));
         let mut out = Vec::new();
-        write_lww_record(
-            &mut out,
-            &LwwRecord {
-                value: Some(value.clone()),
-                timestamp: ts(1, 0),
-                ttl_ms: None,
-            },
-        );
+        write_lww_record(&mut out, &LwwRecord { value: Some(value.clone()), timestamp: ts(1, 0), ttl_ms: None });
         assert_eq!(keys(&decoded(&out)), ["value", "timestamp"]);
         out.clear();
-        write_lww_record(
-            &mut out,
-            &LwwRecord {
-                value: None,
-                timestamp: ts(1, 0),
-                ttl_ms: Some(60_000),
-            },
-        );
+        write_lww_record(&mut out, &LwwRecord { value: None, timestamp: ts(1, 0), ttl_ms: Some(60_000) });
         let record = decoded(&out);
         assert_eq!(keys(&record), ["value", "timestamp", "ttlMs"]);
         assert_eq!(record["value"], Value::Nil);
         assert_eq!(record["ttlMs"], Value::from(60_000));
         out.clear();
-        let or_record = OrRecord {
-            value,
-            timestamp: ts(1, 0),
-            tag: "1:0:node-1".into(),
-            ttl_ms: None,
-        };
+        let or_record = OrRecord { value, timestamp: ts(1, 0), tag: "1:0:node-1".into(), ttl_ms: None };
         write_or_record(&mut out, &or_record);
         assert_eq!(keys(&decoded(&out)), ["value", "timestamp", "tag"]);
         out.clear();
-        write_or_record(
-            &mut out,
-            &OrRecord {
-                ttl_ms: Some(5),
-                ..or_record
-            },
-        );
+        write_or_record(&mut out, &OrRecord { ttl_ms: Some(5), ..or_record });
         assert_eq!(keys(&decoded(&out)), ["value", "timestamp", "tag", "ttlMs"]);
     }
 
@@ -1441,11 +1243,7 @@ mod tests {
             ttl_ms: None,
         }));
         assert_eq!(put["eventType"], Value::from("PUT"));
-        let remove = event(ServerEventBody::Lww(LwwRecord {
-            value: None,
-            timestamp: ts(5, 1),
-            ttl_ms: None,
-        }));
+        let remove = event(ServerEventBody::Lww(LwwRecord { value: None, timestamp: ts(5, 1), ttl_ms: None }));
         assert_eq!(keys(&remove), ["mapName", "eventType", "key", "record"]);
         assert_eq!(remove["eventType"], Value::from("REMOVE"));
         assert_eq!(keys(&remove["record"]), ["value", "timestamp"]);
@@ -1457,14 +1255,9 @@ mod tests {
             tag: "5:2:node-1".into(),
             ttl_ms: None,
         }));
-        assert_eq!(
-            keys(&or_add),
-            ["mapName", "eventType", "key", "orRecord", "orTag"]
-        );
+        assert_eq!(keys(&or_add), ["mapName", "eventType", "key", "orRecord", "orTag"]);
         assert_eq!(or_add["orTag"], Value::from("5:2:node-1"));
-        let or_remove = event(ServerEventBody::OrRemove {
-            tag: "5:2:node-1".into(),
-        });
+        let or_remove = event(ServerEventBody::OrRemove { tag: "5:2:node-1".into() });
         assert_eq!(keys(&or_remove), ["mapName", "eventType", "key", "orTag"]);
         assert_eq!(or_remove["eventType"], Value::from("OR_REMOVE"));
     }
@@ -1475,10 +1268,7 @@ mod tests {
         let mut state = PnCounterState::default();
         state.positive.insert("a".into(), 3.0);
         state.negative.insert("a".into(), 1.5);
-        let message = decoded(&encoded(&ServerMessage::CounterUpdate {
-            name: "c".into(),
-            state,
-        }));
+        let message = decoded(&encoded(&ServerMessage::CounterUpdate { name: "c".into(), state }));
         let state = &message["payload"]["state"];
         assert_eq!(keys(state), ["p", "n", "positive", "negative"]);
         assert_eq!(state["p"], state["positive"]);
@@ -1491,9 +1281,7 @@ mod tests {
     #[test]
     fn client_bound_batch_layout() {
         let inner = encoded(&ServerMessage::AuthRequired);
-        let message = decoded(&encoded(&ServerMessage::Batch {
-            messages: vec![Bytes::from(inner.clone())],
-        }));
+        let message = decoded(&encoded(&ServerMessage::Batch { messages: vec![Bytes::from(inner.clone())] }));
         assert_eq!(message["count"], Value::from(1));
         let mut expected = vec![1, 0, 0, 0];
         expected.extend_from_slice(&(inner.len() as u32).to_le_bytes());
@@ -1507,33 +1295,12 @@ mod tests {
     #[test]
     fn every_variant_is_well_formed() {
         let value = value_bytes(&Value::Map(vec![("a".into(), 1.into())]));
-        let record = LwwRecord {
-            value: Some(value.clone()),
-            timestamp: ts(1, 0),
-            ttl_ms: Some(10),
-        };
-        let or_record = OrRecord {
-            value: value.clone(),
-            timestamp: ts(1, 0),
-            tag: "1:0:node-1".into(),
-            ttl_ms: None,
-        };
-        let entry = OrMapEntry {
-            key: "k".into(),
-            records: vec![or_record.clone()],
-            tombstones: vec!["t".into()],
-        };
-        let event = ServerEvent {
-            map_name: "m".into(),
-            key: "k".into(),
-            body: ServerEventBody::Lww(record.clone()),
-        };
-        let search_hit = SearchHit {
-            key: "k".into(),
-            value: Some(value.clone()),
-            score: 1.5,
-            matched_terms: vec!["a".into()],
-        };
+        let record = LwwRecord { value: Some(value.clone()), timestamp: ts(1, 0), ttl_ms: Some(10) };
+        let or_record = OrRecord { value: value.clone(), timestamp: ts(1, 0), tag: "1:0:node-1".into(), ttl_ms: None };
+        let entry = OrMapEntry { key: "k".into(), records: vec![or_record.clone()], tombstones: vec!["t".into()] };
+        let event = ServerEvent { map_name: "m".into(), key: "k".into(), body: ServerEventBody::Lww(record.clone()) };
+        let search_hit =
+            SearchHit { key: "k".into(), value: Some(value.clone()), score: 1.5, matched_terms: vec!["a".into()] };
         let hybrid_hit = HybridSearchHit {
             key: "k".into(),
             score: 0.03,
@@ -1565,37 +1332,22 @@ mod tests {
                 device_id: Some("d".into()),
                 device_token: Some("t".into()),
             },
-            ServerMessage::AuthFail {
-                error: Some("Authentication failed".into()),
-                code: Some(401),
-            },
-            ServerMessage::DeviceAck {
-                device_id: Some("d".into()),
-                device_token: None,
-            },
-            ServerMessage::Pong {
-                timestamp: 1,
-                server_time: 2,
-            },
+            ServerMessage::AuthFail { error: Some("Authentication failed".into()), code: Some(401) },
+            ServerMessage::DeviceAck { device_id: Some("d".into()), device_token: None },
+            ServerMessage::Pong { timestamp: 1, server_time: 2 },
             ServerMessage::Error {
                 code: 501,
                 message: "not implemented: SQL_QUERY".into(),
                 details: Some(value.clone()),
             },
-            ServerMessage::OpAck {
-                last_id: "1".into(),
-                achieved_level: None,
-                results: vec![],
-            },
+            ServerMessage::OpAck { last_id: "1".into(), achieved_level: None, results: vec![] },
             ServerMessage::OpRejected {
                 op_id: "1".into(),
                 reason: "timestamp too far in the future".into(),
                 code: Some(400),
             },
             ServerMessage::ServerEvent(event.clone()),
-            ServerMessage::ServerBatchEvent {
-                events: vec![event.clone(), event],
-            },
+            ServerMessage::ServerBatchEvent { events: vec![event.clone(), event] },
             ServerMessage::MergeRejected {
                 map_name: "m".into(),
                 key: "k".into(),
@@ -1603,28 +1355,15 @@ mod tests {
                 reason: "r".into(),
                 timestamp: ts(1, 0),
             },
-            ServerMessage::SyncRespRoot {
-                map_name: "m".into(),
-                root_hash: u32::MAX,
-                timestamp: ts(1, 0),
-            },
-            ServerMessage::SyncRespBuckets {
-                map_name: "m".into(),
-                path: "".into(),
-                buckets: vec![(0, 1), (15, 2)],
-            },
+            ServerMessage::SyncRespRoot { map_name: "m".into(), root_hash: u32::MAX, timestamp: ts(1, 0) },
+            ServerMessage::SyncRespBuckets { map_name: "m".into(), path: "".into(), buckets: vec![(0, 1), (15, 2)] },
             ServerMessage::SyncRespLeaf {
                 map_name: "m".into(),
                 path: "abc".into(),
                 records: vec![("k".into(), record)],
             },
-            ServerMessage::SyncResetRequired {
-                map_name: "m".into(),
-                reason: "r".into(),
-            },
-            ServerMessage::GcPrune {
-                older_than: ts(1, 0),
-            },
+            ServerMessage::SyncResetRequired { map_name: "m".into(), reason: "r".into() },
+            ServerMessage::GcPrune { older_than: ts(1, 0) },
             ServerMessage::OrMapSyncRespRoot {
                 map_name: "m".into(),
                 root_hash: 0,
@@ -1632,22 +1371,14 @@ mod tests {
                 covering_epoch: Some(3),
                 full_resync: true,
             },
-            ServerMessage::OrMapSyncRespBuckets {
-                map_name: "m".into(),
-                path: "a".into(),
-                buckets: vec![],
-            },
+            ServerMessage::OrMapSyncRespBuckets { map_name: "m".into(), path: "a".into(), buckets: vec![] },
             ServerMessage::OrMapSyncRespLeaf {
                 map_name: "m".into(),
                 path: "abc".into(),
                 entries: vec![entry.clone()],
                 covering_epoch: Some(1),
             },
-            ServerMessage::OrMapDiffResponse {
-                map_name: "m".into(),
-                entries: vec![entry],
-                covering_epoch: None,
-            },
+            ServerMessage::OrMapDiffResponse { map_name: "m".into(), entries: vec![entry], covering_epoch: None },
             ServerMessage::QueryResp(QueryResp {
                 query_id: "q".into(),
                 results: vec![("k".into(), value.clone())],
@@ -1671,30 +1402,11 @@ mod tests {
                 error: Some("SQL is not supported".into()),
                 code: Some("FEATURE_DISABLED".into()),
             },
-            ServerMessage::TopicMessage {
-                topic: "t".into(),
-                data: value.clone(),
-                publisher_id: None,
-                timestamp: 5,
-            },
-            ServerMessage::LockGranted {
-                request_id: "r".into(),
-                name: "l".into(),
-                fencing_token: 1,
-            },
-            ServerMessage::LockReleased {
-                request_id: "r".into(),
-                name: "l".into(),
-                success: true,
-            },
-            ServerMessage::CounterResponse {
-                name: "c".into(),
-                state: PnCounterState::default(),
-            },
-            ServerMessage::CounterUpdate {
-                name: "c".into(),
-                state: PnCounterState::default(),
-            },
+            ServerMessage::TopicMessage { topic: "t".into(), data: value.clone(), publisher_id: None, timestamp: 5 },
+            ServerMessage::LockGranted { request_id: "r".into(), name: "l".into(), fencing_token: 1 },
+            ServerMessage::LockReleased { request_id: "r".into(), name: "l".into(), success: true },
+            ServerMessage::CounterResponse { name: "c".into(), state: PnCounterState::default() },
+            ServerMessage::CounterUpdate { name: "c".into(), state: PnCounterState::default() },
             ServerMessage::SearchResp {
                 request_id: "s".into(),
                 results: vec![search_hit.clone()],
@@ -1714,10 +1426,7 @@ mod tests {
             },
             ServerMessage::HybridSearchUpdate {
                 subscription_id: "h".into(),
-                hit: HybridSearchHit {
-                    value: None,
-                    ..hybrid_hit
-                },
+                hit: HybridSearchHit { value: None, ..hybrid_hit },
                 change_type: ChangeType::Enter,
             },
             ServerMessage::VectorSearchResp {
@@ -1732,23 +1441,12 @@ mod tests {
                 search_time_ms: 1,
                 error: None,
             },
-            ServerMessage::EntryProcessResponse {
-                request_id: "e".into(),
-                result: entry_result.clone(),
-            },
+            ServerMessage::EntryProcessResponse { request_id: "e".into(), result: entry_result.clone() },
             ServerMessage::EntryProcessBatchResponse {
                 request_id: "e".into(),
                 results: vec![
                     ("a".into(), entry_result),
-                    (
-                        "b".into(),
-                        EntryProcessResult {
-                            success: true,
-                            result: None,
-                            new_value: None,
-                            error: None,
-                        },
-                    ),
+                    ("b".into(), EntryProcessResult { success: true, result: None, new_value: None, error: None }),
                 ],
             },
             ServerMessage::RegisterResolverResponse {
@@ -1756,11 +1454,7 @@ mod tests {
                 success: false,
                 error: Some("conflict resolvers are not available".into()),
             },
-            ServerMessage::UnregisterResolverResponse {
-                request_id: "r".into(),
-                success: true,
-                error: None,
-            },
+            ServerMessage::UnregisterResolverResponse { request_id: "r".into(), success: true, error: None },
             ServerMessage::ListResolversResponse {
                 request_id: "r".into(),
                 resolvers: vec![ResolverInfo {
@@ -1771,11 +1465,7 @@ mod tests {
                 }],
             },
             ServerMessage::JournalEvent(journal_event.clone()),
-            ServerMessage::JournalReadResponse {
-                request_id: "j".into(),
-                events: vec![journal_event],
-                has_more: false,
-            },
+            ServerMessage::JournalReadResponse { request_id: "j".into(), events: vec![journal_event], has_more: false },
             ServerMessage::PartitionMap(PartitionMap {
                 version: 1,
                 partition_count: 271,
@@ -1785,11 +1475,7 @@ mod tests {
                     http: Some("http://h:1".into()),
                     status: NodeStatus::Active,
                 }],
-                partitions: vec![PartitionInfo {
-                    partition_id: 0,
-                    owner_node_id: "n".into(),
-                    backup_node_ids: vec![],
-                }],
+                partitions: vec![PartitionInfo { partition_id: 0, owner_node_id: "n".into(), backup_node_ids: vec![] }],
                 generated_at: 9,
             }),
             ServerMessage::Batch { messages: vec![] },
@@ -1798,18 +1484,10 @@ mod tests {
         for sample in &samples {
             let message_type = sample.message_type();
             assert!(seen.insert(message_type), "one sample per variant");
-            let server_sent =
-                message_type.direction() == crate::protocol::Direction::ServerToClient;
-            assert!(
-                server_sent || message_type == crate::protocol::MessageType::Batch,
-                "{message_type:?}"
-            );
+            let server_sent = message_type.direction() == crate::protocol::Direction::ServerToClient;
+            assert!(server_sent || message_type == crate::protocol::MessageType::Batch, "{message_type:?}");
             let bytes = encoded(sample);
-            assert_eq!(
-                super::super::scan::value_len(&bytes, 64),
-                Ok(bytes.len()),
-                "{message_type:?}"
-            );
+            assert_eq!(super::super::scan::value_len(&bytes, 64), Ok(bytes.len()), "{message_type:?}");
             let message = decoded(&bytes);
             assert_eq!(keys(&message)[0], "type");
             assert_eq!(message["type"], Value::from(message_type.as_str()));

@@ -4,8 +4,8 @@
 //! out HTTP itself: status codes, headers, the JSON error bodies and authentication.
 
 use super::decode::{
-    client_op, list, rmpv_value, scan_map, search_options, string, timestamp, uint, ClientOp,
-    DecodeError, Fields, Path, SearchOptions,
+    client_op, list, rmpv_value, scan_map, search_options, string, timestamp, uint, ClientOp, DecodeError, Fields,
+    Path, SearchOptions,
 };
 use super::encode::{present, Writer};
 use super::scan::Raw;
@@ -109,10 +109,7 @@ pub struct HttpSyncError {
 }
 
 /// Decodes a `POST /sync` body under the same bounds as a WebSocket frame.
-pub fn decode_http_sync_request(
-    body: &[u8],
-    limits: &DecodeLimits,
-) -> Result<HttpSyncRequest, DecodeError> {
+pub fn decode_http_sync_request(body: &[u8], limits: &DecodeLimits) -> Result<HttpSyncRequest, DecodeError> {
     if body.is_empty() {
         return Ok(HttpSyncRequest::default());
     }
@@ -123,9 +120,7 @@ pub fn decode_http_sync_request(
         Ok(HttpQuery {
             query_id: query.req("queryId", string)?,
             map_name: query.req("mapName", string)?,
-            filter: query
-                .opt("filter", |raw, path| rmpv_value(raw, path, limits))?
-                .unwrap_or(rmpv::Value::Nil),
+            filter: query.opt("filter", |raw, path| rmpv_value(raw, path, limits))?.unwrap_or(rmpv::Value::Nil),
             limit: query.opt("limit", uint)?,
             offset: query.opt("offset", uint)?,
             cursor: query.opt("cursor", string)?,
@@ -147,9 +142,7 @@ fn optional_list<'a, T>(
     name: &str,
     convert: impl Fn(Raw<'a>, &Path<'_>) -> Result<T, DecodeError>,
 ) -> Result<Vec<T>, DecodeError> {
-    fields
-        .opt(name, |raw, path| list(raw, path, convert))
-        .map(Option::unwrap_or_default)
+    fields.opt(name, |raw, path| list(raw, path, convert)).map(Option::unwrap_or_default)
 }
 
 fn sync_map(raw: Raw<'_>, path: &Path<'_>) -> Result<SyncMapRequest, DecodeError> {
@@ -208,14 +201,7 @@ pub fn encode_http_sync_response(response: &HttpSyncResponse, out: &mut Vec<u8>)
                 w.key_str("key", key);
                 w.str("record");
                 w.lww_record(record);
-                w.key_str(
-                    "eventType",
-                    if record.is_tombstone() {
-                        "REMOVE"
-                    } else {
-                        "PUT"
-                    },
-                );
+                w.key_str("eventType", if record.is_tombstone() { "REMOVE" } else { "PUT" });
             }
             w.str("serverSyncTimestamp");
             w.timestamp(&delta.server_sync_timestamp);
@@ -267,12 +253,7 @@ mod tests {
     use rmpv::Value;
 
     fn map(entries: Vec<(&str, Value)>) -> Value {
-        Value::Map(
-            entries
-                .into_iter()
-                .map(|(key, value)| (Value::from(key), value))
-                .collect(),
-        )
+        Value::Map(entries.into_iter().map(|(key, value)| (Value::from(key), value)).collect())
     }
 
     fn bytes(value: &Value) -> Vec<u8> {
@@ -282,11 +263,7 @@ mod tests {
     }
 
     fn ts(millis: u64) -> Value {
-        map(vec![
-            ("millis", Value::F64(millis as f64)),
-            ("counter", 0.into()),
-            ("nodeId", "c".into()),
-        ])
+        map(vec![("millis", Value::F64(millis as f64)), ("counter", 0.into()), ("nodeId", "c".into())])
     }
 
     /// Goal: a full request decodes into its typed parts, an empty body is an empty request,
@@ -294,10 +271,7 @@ mod tests {
     #[test]
     fn decodes_requests() {
         let limits = DecodeLimits::default();
-        assert_eq!(
-            decode_http_sync_request(&[], &limits),
-            Ok(HttpSyncRequest::default())
-        );
+        assert_eq!(decode_http_sync_request(&[], &limits), Ok(HttpSyncRequest::default()));
         let body = map(vec![
             ("clientId", "client-1".into()),
             ("clientHlc", ts(10)),
@@ -311,13 +285,7 @@ mod tests {
                     ("timestamp", ts(11)),
                 ])]),
             ),
-            (
-                "syncMaps",
-                Value::Array(vec![map(vec![
-                    ("mapName", "m".into()),
-                    ("lastSyncTimestamp", ts(5)),
-                ])]),
-            ),
+            ("syncMaps", Value::Array(vec![map(vec![("mapName", "m".into()), ("lastSyncTimestamp", ts(5))])])),
             (
                 "queries",
                 Value::Array(vec![map(vec![
@@ -329,11 +297,7 @@ mod tests {
             ),
             (
                 "searches",
-                Value::Array(vec![map(vec![
-                    ("searchId", "s".into()),
-                    ("mapName", "m".into()),
-                    ("query", "x".into()),
-                ])]),
+                Value::Array(vec![map(vec![("searchId", "s".into()), ("mapName", "m".into()), ("query", "x".into())])]),
             ),
         ]);
         let request = decode_http_sync_request(&bytes(&body), &limits).unwrap();
@@ -341,19 +305,13 @@ mod tests {
         assert_eq!(request.client_hlc, Some(Timestamp::new(10, 0, "c")));
         assert_eq!(request.operations.len(), 1);
         assert_eq!(request.operations[0].id.as_deref(), Some("4"));
-        let OpKind::Remove {
-            record: Some(tombstone),
-        } = &request.operations[0].kind
-        else {
+        let OpKind::Remove { record: Some(tombstone) } = &request.operations[0].kind else {
             panic!("expected a remove with the op's timestamp");
         };
         assert_eq!(tombstone.timestamp, Timestamp::new(11, 0, "c"));
         assert_eq!(
             request.sync_maps,
-            vec![SyncMapRequest {
-                map_name: "m".into(),
-                last_sync_timestamp: Timestamp::new(5, 0, "c"),
-            }]
+            vec![SyncMapRequest { map_name: "m".into(), last_sync_timestamp: Timestamp::new(5, 0, "c") }]
         );
         assert_eq!(request.queries[0].filter, map(vec![("done", false.into())]));
         assert_eq!(request.queries[0].limit, Some(5));
@@ -365,10 +323,7 @@ mod tests {
             decode_http_sync_request(&no_id, &limits),
             Err(DecodeError::Malformed("sync.clientId: missing".into()))
         );
-        assert_eq!(
-            decode_http_sync_request(&bytes(&Value::Array(vec![])), &limits),
-            Err(DecodeError::NotAMap)
-        );
+        assert_eq!(decode_http_sync_request(&bytes(&Value::Array(vec![])), &limits), Err(DecodeError::NotAMap));
     }
 
     /// Goal: the response has `serverHlc` and only the non-empty parts; delta records carry
@@ -378,29 +333,15 @@ mod tests {
         let value = Bytes::from(bytes(&Value::from("v")));
         let response = HttpSyncResponse {
             server_hlc: Timestamp::new(20, 1, "node"),
-            ack: Some(HttpSyncAck {
-                last_id: "4".into(),
-                results: vec![],
-            }),
+            ack: Some(HttpSyncAck { last_id: "4".into(), results: vec![] }),
             deltas: vec![MapDelta {
                 map_name: "m".into(),
                 records: vec![
                     (
                         "a".into(),
-                        LwwRecord {
-                            value: Some(value.clone()),
-                            timestamp: Timestamp::new(1, 0, "c"),
-                            ttl_ms: None,
-                        },
+                        LwwRecord { value: Some(value.clone()), timestamp: Timestamp::new(1, 0, "c"), ttl_ms: None },
                     ),
-                    (
-                        "b".into(),
-                        LwwRecord {
-                            value: None,
-                            timestamp: Timestamp::new(2, 0, "c"),
-                            ttl_ms: None,
-                        },
-                    ),
+                    ("b".into(), LwwRecord { value: None, timestamp: Timestamp::new(2, 0, "c"), ttl_ms: None }),
                 ],
                 server_sync_timestamp: Timestamp::new(20, 1, "node"),
             }],
@@ -411,52 +352,22 @@ mod tests {
                 next_cursor: None,
             }],
             search_results: vec![],
-            errors: vec![HttpSyncError {
-                code: 403,
-                message: "access denied".into(),
-                context: Some("q".into()),
-            }],
+            errors: vec![HttpSyncError { code: 403, message: "access denied".into(), context: Some("q".into()) }],
         };
         let mut out = Vec::new();
         encode_http_sync_response(&response, &mut out);
         let decoded = rmpv::decode::read_value(&mut &out[..]).unwrap();
-        let keys: Vec<_> = decoded
-            .as_map()
-            .unwrap()
-            .iter()
-            .map(|(key, _)| key.as_str().unwrap())
-            .collect();
-        assert_eq!(
-            keys,
-            ["serverHlc", "ack", "deltas", "queryResults", "errors"]
-        );
+        let keys: Vec<_> = decoded.as_map().unwrap().iter().map(|(key, _)| key.as_str().unwrap()).collect();
+        assert_eq!(keys, ["serverHlc", "ack", "deltas", "queryResults", "errors"]);
         assert_eq!(decoded["ack"], map(vec![("lastId", "4".into())]));
-        assert_eq!(
-            decoded["deltas"][0]["records"][0]["eventType"],
-            Value::from("PUT")
-        );
-        assert_eq!(
-            decoded["deltas"][0]["records"][1]["eventType"],
-            Value::from("REMOVE")
-        );
-        assert_eq!(
-            decoded["deltas"][0]["records"][1]["record"]["value"],
-            Value::Nil
-        );
-        assert_eq!(
-            decoded["queryResults"][0]["results"],
-            Value::Array(vec!["v".into()])
-        );
+        assert_eq!(decoded["deltas"][0]["records"][0]["eventType"], Value::from("PUT"));
+        assert_eq!(decoded["deltas"][0]["records"][1]["eventType"], Value::from("REMOVE"));
+        assert_eq!(decoded["deltas"][0]["records"][1]["record"]["value"], Value::Nil);
+        assert_eq!(decoded["queryResults"][0]["results"], Value::Array(vec!["v".into()]));
         assert_eq!(decoded["errors"][0]["context"], Value::from("q"));
 
         out.clear();
-        let minimal = HttpSyncResponse {
-            ack: None,
-            deltas: vec![],
-            query_results: vec![],
-            errors: vec![],
-            ..response
-        };
+        let minimal = HttpSyncResponse { ack: None, deltas: vec![], query_results: vec![], errors: vec![], ..response };
         encode_http_sync_response(&minimal, &mut out);
         let decoded = rmpv::decode::read_value(&mut &out[..]).unwrap();
         assert_eq!(decoded.as_map().unwrap().len(), 1);

@@ -173,22 +173,11 @@ mod tests {
     fn parse_inverts_as_str() {
         let mut seen = std::collections::HashSet::new();
         for &message_type in MessageType::ALL {
-            assert!(
-                seen.insert(message_type.as_str()),
-                "duplicate {}",
-                message_type.as_str()
-            );
-            assert_eq!(
-                MessageType::parse(message_type.as_str()),
-                Some(message_type)
-            );
+            assert!(seen.insert(message_type.as_str()), "duplicate {}", message_type.as_str());
+            assert_eq!(MessageType::parse(message_type.as_str()), Some(message_type));
         }
         assert_eq!(MessageType::parse("NOPE"), None);
-        assert_eq!(
-            MessageType::parse("op_batch"),
-            None,
-            "type strings are case-sensitive"
-        );
+        assert_eq!(MessageType::parse("op_batch"), None, "type strings are case-sensitive");
     }
 
     /// Goal: spot-check directions against the §4 tables.
@@ -196,22 +185,10 @@ mod tests {
     fn directions_follow_the_catalogue() {
         assert_eq!(MessageType::OpBatch.direction(), Direction::ClientToServer);
         assert_eq!(MessageType::OpAck.direction(), Direction::ServerToClient);
-        assert_eq!(
-            MessageType::ClusterSubAck.direction(),
-            Direction::ServerToServer
-        );
-        assert_eq!(
-            MessageType::HybridQuerySubscribe.direction(),
-            Direction::ClientToServer
-        );
-        assert_eq!(
-            MessageType::PartitionMapDelta.direction(),
-            Direction::ServerToClient
-        );
-        let client_types = MessageType::ALL
-            .iter()
-            .filter(|t| t.direction() == Direction::ClientToServer)
-            .count();
+        assert_eq!(MessageType::ClusterSubAck.direction(), Direction::ServerToServer);
+        assert_eq!(MessageType::HybridQuerySubscribe.direction(), Direction::ClientToServer);
+        assert_eq!(MessageType::PartitionMapDelta.direction(), Direction::ServerToClient);
+        let client_types = MessageType::ALL.iter().filter(|t| t.direction() == Direction::ClientToServer).count();
         assert_eq!(client_types, 42);
     }
 }

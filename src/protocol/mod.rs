@@ -19,23 +19,20 @@ mod scan;
 mod types;
 
 pub use decode::{
-    decode_client_message, unpack_batch, ClientMessage, ClientOp, DecodeError, EntryProcessor,
-    OpKind, ResolverDef, SearchOptions,
+    decode_client_message, unpack_batch, ClientMessage, ClientOp, DecodeError, EntryProcessor, OpKind, ResolverDef,
+    SearchOptions,
 };
 pub use encode::{
-    encode, encode_op_ack, write_lww_record, write_or_record, write_timestamp, EntryProcessResult,
-    HybridSearchHit, PartitionInfo, PartitionMap, PartitionNode, QueryResp, ResolverInfo,
-    SearchHit, ServerEvent, ServerEventBody, ServerMessage, VectorSearchHit,
+    encode, encode_op_ack, write_lww_record, write_or_record, write_timestamp, EntryProcessResult, HybridSearchHit,
+    PartitionInfo, PartitionMap, PartitionNode, QueryResp, ResolverInfo, SearchHit, ServerEvent, ServerEventBody,
+    ServerMessage, VectorSearchHit,
 };
 pub use http_sync::{
-    decode_http_sync_request, encode_http_sync_response, HttpQuery, HttpQueryResult, HttpSearch,
-    HttpSearchResult, HttpSyncAck, HttpSyncError, HttpSyncRequest, HttpSyncResponse, MapDelta,
-    SyncMapRequest,
+    decode_http_sync_request, encode_http_sync_response, HttpQuery, HttpQueryResult, HttpSearch, HttpSearchResult,
+    HttpSyncAck, HttpSyncError, HttpSyncRequest, HttpSyncResponse, MapDelta, SyncMapRequest,
 };
 pub use message_type::{Direction, MessageType};
-pub use types::{
-    ChangeType, CursorStatus, JournalEvent, JournalEventType, NodeStatus, OpResult, OrMapEntry,
-};
+pub use types::{ChangeType, CursorStatus, JournalEvent, JournalEventType, NodeStatus, OpResult, OrMapEntry};
 
 /// Deepest msgpack nesting (maps and arrays, the outer message map counting as 1) accepted in
 /// a client frame (DECISIONS.md §5, PROTOCOL.md §1.1). Deeper frames are refused before any
@@ -57,8 +54,6 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits {
-            max_depth: NESTING_DEPTH_MAX,
-        }
+        DecodeLimits { max_depth: NESTING_DEPTH_MAX }
     }
 }

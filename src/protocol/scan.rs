@@ -59,13 +59,7 @@ impl Scanned<'_> {
 
     /// The value itself.
     pub(crate) fn root(&self) -> Raw<'_> {
-        Raw {
-            bytes: self.bytes,
-            containers: &self.containers,
-            start: 0,
-            end: self.len,
-            container: 0,
-        }
+        Raw { bytes: self.bytes, containers: &self.containers, start: 0, end: self.len, container: 0 }
     }
 }
 
@@ -93,10 +87,7 @@ pub(crate) fn scan(bytes: &[u8], depth_max: usize) -> Result<Scanned<'_>, ScanEr
             let number = containers.len();
             // Each container has a header byte, so there are fewer of them than bytes.
             let after = (number + 1) as u32;
-            containers.push(Container {
-                end: offset_of(rest),
-                after,
-            });
+            containers.push(Container { end: offset_of(rest), after });
             if children > 0 {
                 open.push((children, number));
                 continue;
@@ -106,21 +97,14 @@ pub(crate) fn scan(bytes: &[u8], depth_max: usize) -> Result<Scanned<'_>, ScanEr
         loop {
             let Some((children_left, number)) = open.last_mut() else {
                 let len = bytes.len() - rest.len();
-                return Ok(Scanned {
-                    bytes,
-                    len,
-                    containers,
-                });
+                return Ok(Scanned { bytes, len, containers });
             };
             *children_left -= 1;
             if *children_left > 0 {
                 break;
             }
             let closed = *number;
-            containers[closed] = Container {
-                end: offset_of(rest),
-                after: containers.len() as u32,
-            };
+            containers[closed] = Container { end: offset_of(rest), after: containers.len() as u32 };
             open.pop();
         }
     }
@@ -162,11 +146,7 @@ fn read_item_head(rest: &mut &[u8], offset: usize) -> Result<Option<u64>, ScanEr
         | Marker::FixExt16
         | Marker::Ext8
         | Marker::Ext16
-        | Marker::Ext32 => {
-            rmp::decode::read_ext_meta(rest)
-                .map_err(|_| truncated)?
-                .size as usize
-        }
+        | Marker::Ext32 => rmp::decode::read_ext_meta(rest).map_err(|_| truncated)?.size as usize,
         scalar => {
             *rest = &rest[1..];
             match scalar {
@@ -249,9 +229,7 @@ impl<'a> Raw<'a> {
     }
 
     pub(crate) fn as_str(self) -> Option<&'a str> {
-        rmp::decode::read_str_from_slice(self.bytes())
-            .ok()
-            .map(|(text, _)| text)
+        rmp::decode::read_str_from_slice(self.bytes()).ok().map(|(text, _)| text)
     }
 
     fn as_float(self) -> Option<f64> {
@@ -279,13 +257,9 @@ impl<'a> Raw<'a> {
             return Some(float);
         }
         if self.marker() == Marker::U64 {
-            return rmp::decode::read_int::<u64, _>(&mut self.bytes())
-                .ok()
-                .map(|n| n as f64);
+            return rmp::decode::read_int::<u64, _>(&mut self.bytes()).ok().map(|n| n as f64);
         }
-        rmp::decode::read_int::<i64, _>(&mut self.bytes())
-            .ok()
-            .map(|n| n as f64)
+        rmp::decode::read_int::<i64, _>(&mut self.bytes()).ok().map(|n| n as f64)
     }
 
     pub(crate) fn as_bin(self) -> Option<&'a [u8]> {
@@ -298,20 +272,14 @@ impl<'a> Raw<'a> {
     pub(crate) fn map_entries(self) -> Option<MapEntries<'a>> {
         let mut rest = self.bytes();
         let len = rmp::decode::read_map_len(&mut rest).ok()?;
-        Some(MapEntries {
-            children: self.children(rest),
-            remaining: len,
-        })
+        Some(MapEntries { children: self.children(rest), remaining: len })
     }
 
     /// The items of an array, in wire order.
     pub(crate) fn array_items(self) -> Option<ArrayItems<'a>> {
         let mut rest = self.bytes();
         let len = rmp::decode::read_array_len(&mut rest).ok()?;
-        Some(ArrayItems {
-            children: self.children(rest),
-            remaining: len,
-        })
+        Some(ArrayItems { children: self.children(rest), remaining: len })
     }
 
     /// A reader of this container's children, which start where `after_header` does.
@@ -358,13 +326,7 @@ impl<'a> Children<'a> {
             }
         };
         self.position = end;
-        Raw {
-            bytes: self.bytes,
-            containers: self.containers,
-            start,
-            end,
-            container,
-        }
+        Raw { bytes: self.bytes, containers: self.containers, start, end, container }
     }
 }
 
@@ -434,10 +396,7 @@ mod tests {
     fn measures_every_format() {
         let value = rmpv::Value::Map(vec![
             ("nil".into(), rmpv::Value::Nil),
-            (
-                "bools".into(),
-                rmpv::Value::Array(vec![true.into(), false.into()]),
-            ),
+            ("bools".into(), rmpv::Value::Array(vec![true.into(), false.into()])),
             (
                 "ints".into(),
                 rmpv::Value::Array(vec![
@@ -451,10 +410,7 @@ mod tests {
                     (-5_000_000_000i64).into(),
                 ]),
             ),
-            (
-                "floats".into(),
-                rmpv::Value::Array(vec![rmpv::Value::F32(1.5), 2.5.into()]),
-            ),
+            ("floats".into(), rmpv::Value::Array(vec![rmpv::Value::F32(1.5), 2.5.into()])),
             ("long".into(), "x".repeat(70_000).into()),
             ("bin".into(), rmpv::Value::Binary(vec![1, 2, 3])),
             ("ext1".into(), rmpv::Value::Ext(5, vec![9])),
@@ -473,10 +429,7 @@ mod tests {
     fn children_are_exact_spans() {
         let inner = rmpv::Value::Map(vec![
             ("e".into(), rmpv::Value::Array(vec![])),
-            (
-                "m".into(),
-                rmpv::Value::Map(vec![(1.into(), rmpv::Value::Array(vec![2.into()]))]),
-            ),
+            ("m".into(), rmpv::Value::Map(vec![(1.into(), rmpv::Value::Array(vec![2.into()]))])),
         ]);
         let value = rmpv::Value::Array(vec![
             inner.clone(),
@@ -490,9 +443,7 @@ mod tests {
         let scanned = scan(&bytes, 8).unwrap();
         assert_eq!(scanned.len(), bytes.len() - 1);
         let items: Vec<_> = scanned.root().array_items().unwrap().collect();
-        let rmpv::Value::Array(expected) = &value else {
-            unreachable!()
-        };
+        let rmpv::Value::Array(expected) = &value else { unreachable!() };
         assert_eq!(items.len(), expected.len());
         for (item, expected) in items.iter().zip(expected) {
             assert_eq!(item.bytes(), encode(expected));
@@ -502,31 +453,19 @@ mod tests {
         assert_eq!(entries[1].0.as_str(), Some("m"));
         let (key, array) = entries[1].1.map_entries().unwrap().next().unwrap();
         assert_eq!(key.as_u64(), Some(1));
-        assert_eq!(
-            array.array_items().unwrap().next().unwrap().as_u64(),
-            Some(2)
-        );
+        assert_eq!(array.array_items().unwrap().next().unwrap().as_u64(), Some(2));
     }
 
     /// Goal: every proper prefix of a value is reported truncated, never misread.
     #[test]
     fn every_prefix_is_truncated() {
         let value = rmpv::Value::Map(vec![
-            (
-                "a".into(),
-                rmpv::Value::Array(vec![1.into(), "two".into(), 3.5.into()]),
-            ),
+            ("a".into(), rmpv::Value::Array(vec![1.into(), "two".into(), 3.5.into()])),
             ("b".into(), rmpv::Value::Binary(vec![7; 20])),
         ]);
         let bytes = encode(&value);
         for cut in 0..bytes.len() {
-            assert!(
-                matches!(
-                    value_len(&bytes[..cut], 8),
-                    Err(ScanError::Truncated { .. })
-                ),
-                "cut at {cut}"
-            );
+            assert!(matches!(value_len(&bytes[..cut], 8), Err(ScanError::Truncated { .. })), "cut at {cut}");
         }
     }
 
@@ -538,14 +477,8 @@ mod tests {
         assert_eq!(value_len(&[0x91, 0x91, 0x90], 2), Err(ScanError::TooDeep));
         assert_eq!(value_len(&[0x05], 0), Ok(1), "a scalar has depth 0");
         let huge_map = [0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0];
-        assert!(matches!(
-            value_len(&huge_map, 8),
-            Err(ScanError::Truncated { .. })
-        ));
-        assert_eq!(
-            value_len(&[0x91, 0xc1], 8),
-            Err(ScanError::ReservedMarker { offset: 1 })
-        );
+        assert!(matches!(value_len(&huge_map, 8), Err(ScanError::Truncated { .. })));
+        assert_eq!(value_len(&[0x91, 0xc1], 8), Err(ScanError::ReservedMarker { offset: 1 }));
     }
 
     /// Goal: numeric accessors apply PROTOCOL.md §2.1: whole floats are integers, fractions
@@ -554,10 +487,7 @@ mod tests {
     fn numeric_accessors() {
         let raw = |value: rmpv::Value| encode(&value);
         let as_u64 = |bytes: &[u8]| scan(bytes, 8).unwrap().root().as_u64();
-        assert_eq!(
-            as_u64(&raw(1_717_171_717_171.0f64.into())),
-            Some(1_717_171_717_171)
-        );
+        assert_eq!(as_u64(&raw(1_717_171_717_171.0f64.into())), Some(1_717_171_717_171));
         assert_eq!(as_u64(&raw(rmpv::Value::F32(3.0))), Some(3));
         assert_eq!(as_u64(&raw(1.5f64.into())), None);
         assert_eq!(as_u64(&raw((-1.0f64).into())), None);

@@ -32,15 +32,9 @@ pub(crate) struct CursorPosition {
 /// Encodes the cursor that continues after `row`, the last row of a page. `None` when the cursor
 /// would be longer than `CURSOR_TEXT_BYTES_MAX` (a very long string sort value), because we could
 /// not accept it back.
-pub(crate) fn encode(
-    fingerprint: u64,
-    issued_ms: u64,
-    sort: &[SortField],
-    row: (&str, &Value),
-) -> Option<String> {
+pub(crate) fn encode(fingerprint: u64, issued_ms: u64, sort: &[SortField], row: (&str, &Value)) -> Option<String> {
     let (key, value) = row;
-    let sort_values =
-        sort.iter().map(|sort_field| sort_stand_in(lookup(value, &sort_field.field))).collect();
+    let sort_values = sort.iter().map(|sort_field| sort_stand_in(lookup(value, &sort_field.field))).collect();
     let cursor = Value::Array(vec![
         Value::from(CURSOR_FORMAT_VERSION),
         Value::from(fingerprint),
@@ -79,11 +73,7 @@ pub(crate) fn decode(
         return Err(CursorStatus::Invalid);
     }
     let sort_values = match parts.pop() {
-        Some(Value::Array(values))
-            if values.len() == sort_len && values.iter().all(is_sort_stand_in) =>
-        {
-            values
-        }
+        Some(Value::Array(values)) if values.len() == sort_len && values.iter().all(is_sort_stand_in) => values,
         _ => return Err(CursorStatus::Invalid),
     };
     let key = match parts.pop() {
@@ -126,14 +116,9 @@ mod tests {
             (Value::Map(vec![(Value::from("deep"), Value::from(1))]), Value::Boolean(false)),
         ] {
             let text = encode(42, 1_000, &sort, ("key-1", &row_value(score))).unwrap();
-            assert!(text
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'));
+            assert!(text.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'));
             let position = decode(&text, 42, 1, 1_000).unwrap();
-            assert_eq!(
-                position,
-                CursorPosition { sort_values: vec![stand_in], key: "key-1".into() }
-            );
+            assert_eq!(position, CursorPosition { sort_values: vec![stand_in], key: "key-1".into() });
         }
     }
 
@@ -161,35 +146,17 @@ mod tests {
             URL_SAFE_NO_PAD.encode(bytes)
         };
         let shaped = |version: u64, key: Value, values: Value| {
-            reencode(&Value::Array(vec![
-                Value::from(version),
-                Value::from(42),
-                Value::from(1_000),
-                key,
-                values,
-            ]))
+            reencode(&Value::Array(vec![Value::from(version), Value::from(42), Value::from(1_000), key, values]))
         };
         let one = Value::Array(vec![Value::from(1)]);
         assert!(decode(&shaped(1, Value::from("k"), one.clone()), 42, 1, 1_000).is_ok());
-        assert_eq!(
-            decode(&shaped(2, Value::from("k"), one.clone()), 42, 1, 1_000),
-            Err(CursorStatus::Invalid)
-        );
-        assert_eq!(
-            decode(&shaped(1, Value::from(5), one.clone()), 42, 1, 1_000),
-            Err(CursorStatus::Invalid)
-        );
+        assert_eq!(decode(&shaped(2, Value::from("k"), one.clone()), 42, 1, 1_000), Err(CursorStatus::Invalid));
+        assert_eq!(decode(&shaped(1, Value::from(5), one.clone()), 42, 1, 1_000), Err(CursorStatus::Invalid));
         let not_stand_in = Value::Array(vec![Value::Array(vec![])]);
-        assert_eq!(
-            decode(&shaped(1, Value::from("k"), not_stand_in), 42, 1, 1_000),
-            Err(CursorStatus::Invalid)
-        );
+        assert_eq!(decode(&shaped(1, Value::from("k"), not_stand_in), 42, 1, 1_000), Err(CursorStatus::Invalid));
         let mut trailing = URL_SAFE_NO_PAD.decode(shaped(1, Value::from("k"), one)).unwrap();
         trailing.push(0);
-        assert_eq!(
-            decode(&URL_SAFE_NO_PAD.encode(trailing), 42, 1, 1_000),
-            Err(CursorStatus::Invalid)
-        );
+        assert_eq!(decode(&URL_SAFE_NO_PAD.encode(trailing), 42, 1, 1_000), Err(CursorStatus::Invalid));
     }
 
     /// Goal: a cursor expires strictly after `CURSOR_TTL_MS`, and a future stamp is fresh.

@@ -100,15 +100,13 @@ impl LikePattern {
             '_' => Token::AnyChar,
             literal => Token::Char(fold(literal)),
         };
-        let segments =
-            pattern.split('%').map(|segment| Segment::new(segment.chars().map(token).collect()));
+        let segments = pattern.split('%').map(|segment| Segment::new(segment.chars().map(token).collect()));
         LikePattern { segments: segments.collect() }
     }
 
     /// The pattern that matches any text containing `needle`, every character of it literal.
     pub(crate) fn substring(needle: &str) -> Self {
-        let literal =
-            Segment::new(needle.chars().map(|character| Token::Char(fold(character))).collect());
+        let literal = Segment::new(needle.chars().map(|character| Token::Char(fold(character))).collect());
         LikePattern { segments: vec![Segment::new(Vec::new()), literal, Segment::new(Vec::new())] }
     }
 
@@ -170,8 +168,7 @@ mod tests {
             Some((token, rest)) => match text.split_first() {
                 None => false,
                 Some((character, text_rest)) => {
-                    (*token == '_' || token.to_lowercase().eq(character.to_lowercase()))
-                        && naive_like(rest, text_rest)
+                    (*token == '_' || token.to_lowercase().eq(character.to_lowercase())) && naive_like(rest, text_rest)
                 }
             },
         }
@@ -208,11 +205,7 @@ mod tests {
             ("Ünïcode%", "üNÏCODE rocks", true),
         ];
         for (pattern, text, expected) in cases {
-            assert_eq!(
-                LikePattern::like(pattern).matches(text),
-                expected,
-                "{pattern:?} on {text:?}"
-            );
+            assert_eq!(LikePattern::like(pattern).matches(text), expected, "{pattern:?} on {text:?}");
         }
     }
 

@@ -191,9 +191,7 @@ impl Query {
         let predicate_value = field(entries, "predicate");
         let predicate = match predicate_value {
             None => None,
-            Some(node) => {
-                Some(predicate::parse(node, "query.predicate", 1, &mut ParseBudget::new())?)
-            }
+            Some(node) => Some(predicate::parse(node, "query.predicate", 1, &mut ParseBudget::new())?),
         };
         let sort = match field(entries, "sort") {
             None => Vec::new(),
@@ -215,9 +213,7 @@ impl Query {
 
     /// Whether a record value matches: every `where` field AND the predicate (§6.8).
     pub fn matches(&self, value: &Value) -> bool {
-        self.where_fields
-            .iter()
-            .all(|(attribute, expected)| where_matches(lookup(value, attribute), expected))
+        self.where_fields.iter().all(|(attribute, expected)| where_matches(lookup(value, attribute), expected))
             && self.predicate.as_ref().is_none_or(|predicate| predicate.matches(value))
     }
 
@@ -270,15 +266,11 @@ impl Query {
     pub fn resolve_cursor(&self, now_ms: u64) -> ResolvedCursor {
         let text = match &self.cursor {
             None => return ResolvedCursor { status: CursorStatus::None, position: None },
-            Some(InputCursor::Unreadable) => {
-                return ResolvedCursor { status: CursorStatus::Invalid, position: None }
-            }
+            Some(InputCursor::Unreadable) => return ResolvedCursor { status: CursorStatus::Invalid, position: None },
             Some(InputCursor::Text(text)) => text,
         };
         match cursor::decode(text, self.fingerprint, self.sort.len(), now_ms) {
-            Ok(position) => {
-                ResolvedCursor { status: CursorStatus::Valid, position: Some(position) }
-            }
+            Ok(position) => ResolvedCursor { status: CursorStatus::Valid, position: Some(position) },
             Err(status) => ResolvedCursor { status, position: None },
         }
     }
@@ -287,12 +279,8 @@ impl Query {
     /// when the cursor is not `Valid`.
     pub fn is_after_cursor(&self, cursor: &ResolvedCursor, key: &str, value: &Value) -> bool {
         cursor.position.as_ref().is_none_or(|position| {
-            sort::compare_row_to_position(
-                &self.sort,
-                (key, value),
-                &position.sort_values,
-                &position.key,
-            ) == Ordering::Greater
+            sort::compare_row_to_position(&self.sort, (key, value), &position.sort_values, &position.key)
+                == Ordering::Greater
         })
     }
 
@@ -310,12 +298,7 @@ impl Query {
     /// Rows should be unique by key; if a key repeats, only its first row in query order is
     /// kept. The page does not depend on the order of `rows`. Costs O(n) plus O(p log p) for a
     /// page of p rows.
-    pub fn select_resolved(
-        &self,
-        rows: Vec<(String, Value)>,
-        cursor: &ResolvedCursor,
-        now_ms: u64,
-    ) -> Page {
+    pub fn select_resolved(&self, rows: Vec<(String, Value)>, cursor: &ResolvedCursor, now_ms: u64) -> Page {
         self.cut_page(rows, cursor, now_ms, false)
     }
 
@@ -325,8 +308,7 @@ impl Query {
     /// them), but they do mean more rows exist, so any shard's `has_more` carries over.
     pub fn merge(&self, shard_pages: Vec<Page>, cursor: &ResolvedCursor, now_ms: u64) -> Page {
         let more_elsewhere = shard_pages.iter().any(|page| page.has_more);
-        let rows: Vec<(String, Value)> =
-            shard_pages.into_iter().flat_map(|page| page.rows).collect();
+        let rows: Vec<(String, Value)> = shard_pages.into_iter().flat_map(|page| page.rows).collect();
         self.cut_page(rows, cursor, now_ms, more_elsewhere)
     }
 
@@ -342,8 +324,7 @@ impl Query {
             rows.retain(|(key, value)| self.is_after_cursor(cursor, key, value));
         }
         let page_size = self.page_size();
-        let order =
-            |a: &(String, Value), b: &(String, Value)| self.compare((&a.0, &a.1), (&b.0, &b.1));
+        let order = |a: &(String, Value), b: &(String, Value)| self.compare((&a.0, &a.1), (&b.0, &b.1));
         // Only the first page_size + 1 rows are needed: page_size to show, one to know hasMore.
         let window = rows.len().min(page_size + 1);
         if window > 0 && window < rows.len() {
@@ -397,11 +378,7 @@ fn parse_where(where_value: &Value) -> Result<Vec<(String, Value)>, QueryError> 
         .iter()
         .map(|(name, expected)| {
             let Some(attribute) = name.as_str() else {
-                return Err(QueryError::wrong_type(
-                    "query.where",
-                    "a map with string keys",
-                    where_value,
-                ));
+                return Err(QueryError::wrong_type("query.where", "a map with string keys", where_value));
             };
             if attribute.len() > ATTRIBUTE_BYTES_MAX {
                 return Err(QueryError::TooLong {
@@ -429,11 +406,7 @@ fn parse_limit(limit_value: &Value) -> Result<usize, QueryError> {
 
 /// Hashes what decides the row set and its order, so a cursor is valid only for the query that
 /// issued it. `limit` is left out: a client may change its page size between pages.
-fn fingerprint(
-    where_fields: &[(String, Value)],
-    predicate: Option<&Value>,
-    sort: &[SortField],
-) -> u64 {
+fn fingerprint(where_fields: &[(String, Value)], predicate: Option<&Value>, sort: &[SortField]) -> u64 {
     let mut fingerprint = Fingerprint::new();
     fingerprint.write(b"shardgrid.query");
     // `where` is a set of conditions: hash each on its own and add, so key order does not count.
@@ -470,9 +443,7 @@ pub fn project(value: &Value, fields: &[String]) -> Value {
         Value::Map(entries) => Value::Map(
             entries
                 .iter()
-                .filter(|(key, _)| {
-                    key.as_str().is_some_and(|name| fields.iter().any(|field| field == name))
-                })
+                .filter(|(key, _)| key.as_str().is_some_and(|name| fields.iter().any(|field| field == name)))
                 .cloned()
                 .collect(),
         ),

@@ -10,8 +10,8 @@ use rmpv::Value;
 use crate::query::like::LikePattern;
 use crate::query::value::{compare_ordered, field, lookup, values_equal};
 use crate::query::{
-    QueryError, ATTRIBUTE_BYTES_MAX, IN_VALUES_MAX, PATTERN_BYTES_MAX, PREDICATE_DEPTH_MAX,
-    PREDICATE_NODES_MAX, REGEX_COMPILED_BYTES_MAX, REGEX_DFA_BYTES_MAX,
+    QueryError, ATTRIBUTE_BYTES_MAX, IN_VALUES_MAX, PATTERN_BYTES_MAX, PREDICATE_DEPTH_MAX, PREDICATE_NODES_MAX,
+    REGEX_COMPILED_BYTES_MAX, REGEX_DFA_BYTES_MAX,
 };
 
 /// One parsed node of a predicate tree. Its depth and node count are bounded at parse time
@@ -108,9 +108,7 @@ pub(crate) fn parse(
     let op = match field(entries, "op") {
         None => return Err(QueryError::Missing { field: format!("{location}.op") }),
         Some(Value::String(op)) => op.as_str().unwrap_or(""),
-        Some(other) => {
-            return Err(QueryError::wrong_type(&format!("{location}.op"), "a string", other))
-        }
+        Some(other) => return Err(QueryError::wrong_type(&format!("{location}.op"), "a string", other)),
     };
     match op {
         "and" | "or" | "not" => {
@@ -142,13 +140,9 @@ fn parse_children(
         Some(Value::Array(nodes)) => nodes
             .iter()
             .enumerate()
-            .map(|(index, child)| {
-                parse(child, &format!("{location}.children[{index}]"), depth + 1, budget)
-            })
+            .map(|(index, child)| parse(child, &format!("{location}.children[{index}]"), depth + 1, budget))
             .collect(),
-        Some(other) => {
-            Err(QueryError::wrong_type(&format!("{location}.children"), "an array", other))
-        }
+        Some(other) => Err(QueryError::wrong_type(&format!("{location}.children"), "an array", other)),
     }
 }
 
@@ -158,11 +152,7 @@ fn parse_attribute(entries: &[(Value, Value)], location: &str) -> Result<String,
         None => Err(QueryError::Missing { field: field_name() }),
         Some(Value::String(text)) => {
             let Some(attribute) = text.as_str() else {
-                return Err(QueryError::wrong_type(
-                    &field_name(),
-                    "a UTF-8 string",
-                    &Value::String(text.clone()),
-                ));
+                return Err(QueryError::wrong_type(&field_name(), "a UTF-8 string", &Value::String(text.clone())));
             };
             if attribute.len() > ATTRIBUTE_BYTES_MAX {
                 return Err(QueryError::TooLong {
@@ -224,11 +214,7 @@ impl LeafKind {
     }
 }
 
-fn parse_leaf_test(
-    kind: LeafKind,
-    operand: &Value,
-    location: &str,
-) -> Result<LeafTest, QueryError> {
+fn parse_leaf_test(kind: LeafKind, operand: &Value, location: &str) -> Result<LeafTest, QueryError> {
     let value_field = || format!("{location}.value");
     Ok(match kind {
         LeafKind::Eq => LeafTest::Eq(operand.clone()),
@@ -238,31 +224,24 @@ fn parse_leaf_test(
         LeafKind::Lt => LeafTest::Lt(operand.clone()),
         LeafKind::Lte => LeafTest::Lte(operand.clone()),
         LeafKind::Between => LeafTest::Between(match operand {
-            Value::Array(bounds) if bounds.len() == 2 => {
-                Some((bounds[0].clone(), bounds[1].clone()))
-            }
+            Value::Array(bounds) if bounds.len() == 2 => Some((bounds[0].clone(), bounds[1].clone())),
             _ => None,
         }),
         LeafKind::In => {
             check_list_len(operand, &value_field)?;
             LeafTest::In(operand.clone())
         }
-        LeafKind::Like => {
-            LeafTest::Like(pattern_text(operand, &value_field)?.map(LikePattern::like))
-        }
-        LeafKind::Regex => {
-            LeafTest::Regex(pattern_text(operand, &value_field)?.and_then(compile_regex))
-        }
+        LeafKind::Like => LeafTest::Like(pattern_text(operand, &value_field)?.map(LikePattern::like)),
+        LeafKind::Regex => LeafTest::Regex(pattern_text(operand, &value_field)?.and_then(compile_regex)),
         LeafKind::IsNull => LeafTest::IsNull,
         LeafKind::IsNotNull => LeafTest::IsNotNull,
         LeafKind::Contains => LeafTest::Contains(parse_operand(operand, &value_field)?),
         LeafKind::ContainsAll | LeafKind::ContainsAny => {
             check_list_len(operand, &value_field)?;
             let operands = match operand {
-                Value::Array(items) => items
-                    .iter()
-                    .map(|item| parse_operand(item, &value_field))
-                    .collect::<Result<_, _>>()?,
+                Value::Array(items) => {
+                    items.iter().map(|item| parse_operand(item, &value_field)).collect::<Result<_, _>>()?
+                }
                 scalar => vec![parse_operand(scalar, &value_field)?],
             };
             if kind == LeafKind::ContainsAll {
@@ -279,22 +258,16 @@ fn parse_leaf_test(
 /// Bounds the operand lists that are scanned once per row (`in`, `containsAll`, `containsAny`).
 fn check_list_len(operand: &Value, value_field: &dyn Fn() -> String) -> Result<(), QueryError> {
     match operand {
-        Value::Array(items) if items.len() > IN_VALUES_MAX => Err(QueryError::TooMany {
-            field: value_field(),
-            what: "values",
-            count: items.len(),
-            max: IN_VALUES_MAX,
-        }),
+        Value::Array(items) if items.len() > IN_VALUES_MAX => {
+            Err(QueryError::TooMany { field: value_field(), what: "values", count: items.len(), max: IN_VALUES_MAX })
+        }
         _ => Ok(()),
     }
 }
 
 /// The text of a string operand that is matched as a pattern, refused past `PATTERN_BYTES_MAX`
 /// because matching cost grows with it. `None` for any other operand (the leaf is then false).
-fn pattern_text<'v>(
-    operand: &'v Value,
-    value_field: &dyn Fn() -> String,
-) -> Result<Option<&'v str>, QueryError> {
+fn pattern_text<'v>(operand: &'v Value, value_field: &dyn Fn() -> String) -> Result<Option<&'v str>, QueryError> {
     let Value::String(text) = operand else { return Ok(None) };
     if text.as_bytes().len() > PATTERN_BYTES_MAX {
         return Err(QueryError::TooLong {
@@ -311,11 +284,7 @@ fn pattern_text<'v>(
 /// pattern may claim. An invalid pattern (including JavaScript-only syntax such as lookaround)
 /// yields `None`, and the leaf is false (§6.8).
 fn compile_regex(pattern: &str) -> Option<Regex> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_COMPILED_BYTES_MAX)
-        .dfa_size_limit(REGEX_DFA_BYTES_MAX)
-        .build()
-        .ok()
+    RegexBuilder::new(pattern).size_limit(REGEX_COMPILED_BYTES_MAX).dfa_size_limit(REGEX_DFA_BYTES_MAX).build().ok()
 }
 
 fn parse_operand(value: &Value, value_field: &dyn Fn() -> String) -> Result<Operand, QueryError> {
@@ -367,17 +336,12 @@ impl LeafTest {
             LeafTest::Lt(operand) => ordered(operand) == Some(Less),
             LeafTest::Lte(operand) => matches!(ordered(operand), Some(Less | Equal)),
             LeafTest::Between(bounds) => bounds.as_ref().is_some_and(|(low, high)| {
-                matches!(ordered(low), Some(Greater | Equal))
-                    && matches!(ordered(high), Some(Less | Equal))
+                matches!(ordered(low), Some(Greater | Equal)) && matches!(ordered(high), Some(Less | Equal))
             }),
             LeafTest::In(operand) => match (operand, attribute) {
-                (Value::Array(options), _) => {
-                    options.iter().any(|option| values_equal(attribute, option))
-                }
+                (Value::Array(options), _) => options.iter().any(|option| values_equal(attribute, option)),
                 // The reference server's extra: an array attribute holding the scalar operand.
-                (scalar, Value::Array(items)) => {
-                    items.iter().any(|item| values_equal(item, scalar))
-                }
+                (scalar, Value::Array(items)) => items.iter().any(|item| values_equal(item, scalar)),
                 _ => false,
             },
             LeafTest::Like(pattern) => match (pattern, as_text(attribute)) {
@@ -393,12 +357,9 @@ impl LeafTest {
             }
             LeafTest::Contains(operand) => operand.found_in(attribute),
             LeafTest::ContainsAll(operands) => {
-                is_container(attribute)
-                    && operands.iter().all(|operand| operand.found_in(attribute))
+                is_container(attribute) && operands.iter().all(|operand| operand.found_in(attribute))
             }
-            LeafTest::ContainsAny(operands) => {
-                operands.iter().any(|operand| operand.found_in(attribute))
-            }
+            LeafTest::ContainsAny(operands) => operands.iter().any(|operand| operand.found_in(attribute)),
             LeafTest::StartsWith(prefix) => match (prefix, attribute) {
                 (Some(prefix), Value::String(text)) => text.as_bytes().starts_with(prefix),
                 _ => false,
@@ -446,10 +407,7 @@ mod tests {
     use rmpv::Value;
 
     use crate::query::test_support::{array, branch, leaf, map, predicate_query};
-    use crate::query::{
-        Query, QueryError, IN_VALUES_MAX, PATTERN_BYTES_MAX, PREDICATE_DEPTH_MAX,
-        PREDICATE_NODES_MAX,
-    };
+    use crate::query::{Query, QueryError, IN_VALUES_MAX, PATTERN_BYTES_MAX, PREDICATE_DEPTH_MAX, PREDICATE_NODES_MAX};
 
     /// One record with a field of every kind the operators care about.
     fn record() -> Value {
@@ -496,10 +454,7 @@ mod tests {
             (leaf("eq", "n", Value::from("1")), false),
             (leaf("eq", "s", Value::from("1")), true),
             (leaf("eq", "b", Value::Boolean(true)), true),
-            (
-                leaf("eq", "tags", array(&[Value::from("x"), Value::from("Yak"), Value::F64(2.0)])),
-                true,
-            ),
+            (leaf("eq", "tags", array(&[Value::from("x"), Value::from("Yak"), Value::F64(2.0)])), true),
             (leaf("eq", "obj", map(&[("a", Value::F64(1.0))])), true),
             (leaf("eq", "nil", Value::Nil), false),
             (leaf("eq", "missing", Value::Nil), false),
@@ -551,10 +506,7 @@ mod tests {
             (leaf("between", "n", Value::from(1)), false),
             (leaf("between", "n", array(&[Value::from(1)])), false),
             (leaf("between", "n", array(&[Value::from(0), Value::from(1), Value::from(2)])), false),
-            (
-                leaf("between", "n", map(&[("low", Value::from(0)), ("high", Value::from(2))])),
-                false,
-            ),
+            (leaf("between", "n", map(&[("low", Value::from(0)), ("high", Value::from(2))])), false),
             (leaf("between", "n", Value::Nil), false),
             (leaf("between", "missing", array(&[Value::from(0), Value::from(2)])), false),
         ]);
@@ -572,14 +524,7 @@ mod tests {
             (leaf("in", "tags", Value::from("x")), true),
             (leaf("in", "tags", Value::F64(2.0)), true),
             (leaf("in", "tags", Value::from("z")), false),
-            (
-                leaf(
-                    "in",
-                    "tags",
-                    array(&[array(&[Value::from("x"), Value::from("Yak"), Value::from(2)])]),
-                ),
-                true,
-            ),
+            (leaf("in", "tags", array(&[array(&[Value::from("x"), Value::from("Yak"), Value::from(2)])])), true),
             (leaf("in", "n", Value::from(1)), false),
             (leaf("in", "missing", array(&[Value::Nil])), false),
             (leaf("in", "nil", array(&[Value::Nil])), false),
@@ -661,8 +606,7 @@ mod tests {
     /// string prefix/suffix tests are case-sensitive. Method: chosen leaves.
     #[test]
     fn contains_family() {
-        let list =
-            |items: &[&str]| Value::Array(items.iter().map(|item| Value::from(*item)).collect());
+        let list = |items: &[&str]| Value::Array(items.iter().map(|item| Value::from(*item)).collect());
         check(vec![
             (leaf("contains", "name", Value::from("CE SM")), true),
             (leaf("contains", "name", Value::from("")), true),
@@ -734,13 +678,7 @@ mod tests {
             (branch("not", vec![full_text.clone()]), true),
             (branch("or", vec![full_text, leaf("eq", "n", Value::from(1))]), true),
             (leaf("EQ", "n", Value::from(1)), false),
-            (
-                map(&[
-                    ("op", Value::from("matchPhrase")),
-                    ("children", Value::from("not an array")),
-                ]),
-                false,
-            ),
+            (map(&[("op", Value::from("matchPhrase")), ("children", Value::from("not an array"))]), false),
         ]);
     }
 
@@ -757,9 +695,7 @@ mod tests {
             (leaf("isNotNull", "obj.a", Value::Nil), true),
         ]);
         let not_a_map = Value::from("Oslo");
-        assert!(
-            !predicate_query(leaf("eq", "address.city", Value::from("Oslo"))).matches(&not_a_map)
-        );
+        assert!(!predicate_query(leaf("eq", "address.city", Value::from("Oslo"))).matches(&not_a_map));
         assert!(predicate_query(leaf("isNull", "address.city", Value::Nil)).matches(&not_a_map));
     }
 
@@ -771,49 +707,24 @@ mod tests {
             (Value::from("eq"), "query.predicate must be a predicate map, got \"eq\""),
             (map(&[("attribute", Value::from("n"))]), "query.predicate.op is required"),
             (map(&[("op", Value::from(1))]), "query.predicate.op must be a string, got 1"),
+            (map(&[("op", Value::from("and")), ("children", map(&[]))]), "query.predicate.children must be an array"),
+            (branch("or", vec![Value::from(5)]), "query.predicate.children[0] must be a predicate map"),
+            (map(&[("op", Value::from("eq")), ("value", Value::from(1))]), "query.predicate.attribute is required"),
             (
-                map(&[("op", Value::from("and")), ("children", map(&[]))]),
-                "query.predicate.children must be an array",
-            ),
-            (
-                branch("or", vec![Value::from(5)]),
-                "query.predicate.children[0] must be a predicate map",
-            ),
-            (
-                map(&[("op", Value::from("eq")), ("value", Value::from(1))]),
-                "query.predicate.attribute is required",
-            ),
-            (
-                map(&[
-                    ("op", Value::from("eq")),
-                    ("attribute", Value::from(3)),
-                    ("value", Value::from(1)),
-                ]),
+                map(&[("op", Value::from("eq")), ("attribute", Value::from(3)), ("value", Value::from(1))]),
                 "query.predicate.attribute must be a string, got 3",
             ),
             (
                 leaf("in", "n", Value::Array(vec![Value::from(1); IN_VALUES_MAX + 1])),
                 "query.predicate.value has 10001 values; at most 10000 are allowed",
             ),
+            (leaf("containsAny", "n", Value::Array(vec![Value::from(1); IN_VALUES_MAX + 1])), "has 10001 values"),
             (
-                leaf("containsAny", "n", Value::Array(vec![Value::from(1); IN_VALUES_MAX + 1])),
-                "has 10001 values",
-            ),
-            (
-                branch(
-                    "and",
-                    vec![leaf("regex", "n", Value::from("a".repeat(PATTERN_BYTES_MAX + 1)))],
-                ),
+                branch("and", vec![leaf("regex", "n", Value::from("a".repeat(PATTERN_BYTES_MAX + 1)))]),
                 "query.predicate.children[0].value is 1025 bytes long; at most 1024 are allowed",
             ),
-            (
-                leaf("like", "n", Value::from("%".repeat(PATTERN_BYTES_MAX + 1))),
-                "is 1025 bytes long",
-            ),
-            (
-                leaf("eq", &"a".repeat(2_000), Value::Nil),
-                "query.predicate.attribute is 2000 bytes long",
-            ),
+            (leaf("like", "n", Value::from("%".repeat(PATTERN_BYTES_MAX + 1))), "is 1025 bytes long"),
+            (leaf("eq", &"a".repeat(2_000), Value::Nil), "query.predicate.attribute is 2000 bytes long"),
         ];
         for (node, message) in cases {
             let error = parse_error(node);

@@ -125,8 +125,7 @@ fn parse_direction(direction: &Value, location: &str) -> Result<SortDirection, Q
 /// unique, so two distinct rows never compare equal.
 pub(crate) fn compare_rows(sort: &[SortField], a: (&str, &Value), b: (&str, &Value)) -> Ordering {
     for sort_field in sort {
-        let ascending =
-            compare_for_sort(lookup(a.1, &sort_field.field), lookup(b.1, &sort_field.field));
+        let ascending = compare_for_sort(lookup(a.1, &sort_field.field), lookup(b.1, &sort_field.field));
         let ordering = sort_field.direction.apply(ascending);
         if ordering != Ordering::Equal {
             return ordering;
@@ -186,20 +185,11 @@ mod tests {
         let cases: Vec<(Value, &str)> = vec![
             (Value::from("age"), "query.sort must be an array or a map"),
             (Value::Array(vec![Value::from("age")]), "query.sort[0] must be a map"),
-            (
-                Value::Array(vec![map(&[("direction", Value::from("asc"))])]),
-                "query.sort[0].field is required",
-            ),
-            (
-                Value::Array(vec![sort_item("age", "up")]),
-                "query.sort[0].direction must be \"asc\" or \"desc\"",
-            ),
+            (Value::Array(vec![map(&[("direction", Value::from("asc"))])]), "query.sort[0].field is required"),
+            (Value::Array(vec![sort_item("age", "up")]), "query.sort[0].direction must be \"asc\" or \"desc\""),
             (Value::Array(vec![map(&[("field", Value::from(3))])]), "query.sort[0].field must be"),
             (map(&[("age", Value::from(1))]), "query.sort.age must be \"asc\" or \"desc\""),
-            (
-                Value::Array(vec![sort_item("a", "asc"); SORT_FIELDS_MAX + 1]),
-                "query.sort has 17 fields",
-            ),
+            (Value::Array(vec![sort_item("a", "asc"); SORT_FIELDS_MAX + 1]), "query.sort has 17 fields"),
         ];
         for (sort, message) in cases {
             let error = parse(&sort).unwrap_err().to_string();

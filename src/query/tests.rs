@@ -8,8 +8,8 @@ use rmpv::Value;
 
 use crate::query::test_support::{array, branch, leaf, map, Prng};
 use crate::query::{
-    project, CursorStatus, Page, Query, QueryError, SortDirection, CURSOR_TEXT_BYTES_MAX,
-    CURSOR_TTL_MS, QUERY_LIMIT_MAX, WHERE_FIELDS_MAX,
+    project, CursorStatus, Page, Query, QueryError, SortDirection, CURSOR_TEXT_BYTES_MAX, CURSOR_TTL_MS,
+    QUERY_LIMIT_MAX, WHERE_FIELDS_MAX,
 };
 
 const NOW_MS: u64 = 1_717_171_717_171;
@@ -87,8 +87,7 @@ fn where_and_predicate_combine() {
         ("where", map(&[("team", Value::from("red"))])),
         ("predicate", leaf("gt", "score", Value::from(10))),
     ]));
-    let record =
-        |team: &str, score: i64| map(&[("team", Value::from(team)), ("score", Value::from(score))]);
+    let record = |team: &str, score: i64| map(&[("team", Value::from(team)), ("score", Value::from(score))]);
     assert!(query.matches(&record("red", 11)));
     assert!(!query.matches(&record("red", 10)));
     assert!(!query.matches(&record("blue", 11)));
@@ -100,8 +99,7 @@ fn where_and_predicate_combine() {
 /// Method: parse one limit per case.
 #[test]
 fn limit_parsing() {
-    let limit_of =
-        |limit: Value| Query::from_value(&map(&[("limit", limit)])).map(|query| query.limit());
+    let limit_of = |limit: Value| Query::from_value(&map(&[("limit", limit)])).map(|query| query.limit());
     assert_eq!(limit_of(Value::from(10_u8)), Ok(Some(10)));
     assert_eq!(limit_of(Value::F64(10.0)), Ok(Some(10)));
     assert_eq!(limit_of(Value::F32(3.0)), Ok(Some(3)));
@@ -126,9 +124,7 @@ fn limit_parsing() {
         assert_eq!(error, QueryError::BadLimit { got: shown.to_owned() });
         assert_eq!(
             error.to_string(),
-            format!(
-                "malformed message: query.limit must be a whole number of at least 0, got {shown}"
-            )
+            format!("malformed message: query.limit must be a whole number of at least 0, got {shown}")
         );
     }
 }
@@ -142,19 +138,13 @@ fn wrong_types_are_refused() {
         (array(&[]), "query must be a map, got an array"),
         (map(&[("where", array(&[]))]), "query.where must be a map, got an array"),
         (
-            Value::Map(vec![(
-                Value::from("where"),
-                Value::Map(vec![(Value::from(1), Value::from(1))]),
-            )]),
+            Value::Map(vec![(Value::from("where"), Value::Map(vec![(Value::from(1), Value::from(1))]))]),
             "query.where must be a map with string keys",
         ),
         (map(&[("predicate", array(&[]))]), "query.predicate must be a predicate map"),
         (map(&[("sort", Value::from(1))]), "query.sort must be an array or a map, got 1"),
         (
-            map(&[(
-                "where",
-                Value::Map(vec![(Value::from("f"), Value::from(1)); WHERE_FIELDS_MAX + 1]),
-            )]),
+            map(&[("where", Value::Map(vec![(Value::from("f"), Value::from(1)); WHERE_FIELDS_MAX + 1]))]),
             "query.where has 257 fields; at most 256 are allowed",
         ),
     ];
@@ -219,9 +209,8 @@ fn limit_and_has_more() {
 /// no cursor, as the reference's snapshot cap does. Method: select one row more than the cap.
 #[test]
 fn snapshot_is_capped_without_limit() {
-    let rows: Vec<(String, Value)> = (0..=QUERY_LIMIT_MAX)
-        .map(|index| (format!("k{index:06}"), Value::from(index as u64)))
-        .collect();
+    let rows: Vec<(String, Value)> =
+        (0..=QUERY_LIMIT_MAX).map(|index| (format!("k{index:06}"), Value::from(index as u64))).collect();
     let query = parse(map(&[("sort", map(&[("x", Value::from("asc"))]))]));
     assert_eq!(query.page_size(), QUERY_LIMIT_MAX);
     let page = query.select(rows, NOW_MS);
@@ -248,8 +237,7 @@ fn sort_missing_values_both_directions() {
         let page = parse(map(&[("sort", sort.clone())])).select(rows.clone(), NOW_MS);
         assert_eq!(keys(&page), expected, "{sort}");
     }
-    let query =
-        parse(map(&[("sort", array(&[sort_item("group", "desc"), sort_item("score", "asc")]))]));
+    let query = parse(map(&[("sort", array(&[sort_item("group", "desc"), sort_item("score", "asc")]))]));
     assert_eq!(query.sort_fields().len(), 2);
     assert_eq!(query.sort_fields()[0].direction, SortDirection::Desc);
     let page = query.select(rows, NOW_MS);
@@ -268,8 +256,7 @@ fn walk_pages(query: &Value, rows: &[(String, Value)], mut now_ms: u64) -> Vec<S
             entries.push((Value::from("cursor"), Value::from(cursor.as_str())));
         }
         let page = parse(query).select(rows.to_vec(), now_ms);
-        let expected_status =
-            if cursor.is_some() { CursorStatus::Valid } else { CursorStatus::None };
+        let expected_status = if cursor.is_some() { CursorStatus::Valid } else { CursorStatus::None };
         assert_eq!(page.cursor_status, expected_status, "page {page_index}");
         seen.extend(page.rows.iter().map(|(key, _)| key.clone()));
         match page.next_cursor {
@@ -300,11 +287,7 @@ fn cursor_paging_returns_every_row_once() {
             let query = map(&[("sort", sort.clone()), ("limit", Value::from(limit))]);
             let walked = walk_pages(&query, &rows, NOW_MS);
             let unique: BTreeSet<&String> = walked.iter().collect();
-            assert_eq!(
-                unique.len(),
-                rows.len(),
-                "sort {sort} limit {limit}: a row repeated or lost"
-            );
+            assert_eq!(unique.len(), rows.len(), "sort {sort} limit {limit}: a row repeated or lost");
             assert_eq!(walked.len(), rows.len());
             let all = parse(map(&[("sort", sort.clone())])).select(rows.clone(), NOW_MS);
             let expected: Vec<String> = all.rows.into_iter().map(|(key, _)| key).collect();
@@ -323,19 +306,12 @@ fn cursor_fingerprint_follows_the_query() {
         ("where", map(&[("group", Value::from("a")), ("kind", Value::Nil)])),
         (
             "predicate",
-            map(&[
-                ("op", Value::from("gte")),
-                ("attribute", Value::from("score")),
-                ("value", Value::from(0)),
-            ]),
+            map(&[("op", Value::from("gte")), ("attribute", Value::from("score")), ("value", Value::from(0))]),
         ),
         ("sort", array(&[sort_item("score", "asc")])),
         ("limit", Value::from(2)),
     ]);
-    let cursor = parse(base.clone())
-        .select(rows.clone(), NOW_MS)
-        .next_cursor
-        .expect("first page has a cursor");
+    let cursor = parse(base.clone()).select(rows.clone(), NOW_MS).next_cursor.expect("first page has a cursor");
     let status_with = |query: Value| {
         let Value::Map(mut entries) = query else { unreachable!() };
         entries.push((Value::from("cursor"), Value::from(cursor.as_str())));
@@ -347,11 +323,7 @@ fn cursor_fingerprint_follows_the_query() {
         ("sort", map(&[("score", Value::from("asc"))])),
         (
             "predicate",
-            map(&[
-                ("value", Value::F64(0.0)),
-                ("attribute", Value::from("score")),
-                ("op", Value::from("gte")),
-            ]),
+            map(&[("value", Value::F64(0.0)), ("attribute", Value::from("score")), ("op", Value::from("gte"))]),
         ),
         ("where", map(&[("kind", Value::Nil), ("group", Value::from("a"))])),
     ]);
@@ -361,28 +333,13 @@ fn cursor_fingerprint_follows_the_query() {
         Value::Map(
             entries
                 .into_iter()
-                .map(|(key, value)| {
-                    if key.as_str() == Some(name) {
-                        (key, replacement.clone())
-                    } else {
-                        (key, value)
-                    }
-                })
+                .map(|(key, value)| if key.as_str() == Some(name) { (key, replacement.clone()) } else { (key, value) })
                 .collect(),
         )
     };
-    assert_eq!(
-        status_with(replace("sort", array(&[sort_item("score", "desc")]))),
-        CursorStatus::Invalid
-    );
-    assert_eq!(
-        status_with(replace("predicate", leaf("gte", "score", Value::from(1)))),
-        CursorStatus::Invalid
-    );
-    assert_eq!(
-        status_with(replace("where", map(&[("group", Value::from("b"))]))),
-        CursorStatus::Invalid
-    );
+    assert_eq!(status_with(replace("sort", array(&[sort_item("score", "desc")]))), CursorStatus::Invalid);
+    assert_eq!(status_with(replace("predicate", leaf("gte", "score", Value::from(1)))), CursorStatus::Invalid);
+    assert_eq!(status_with(replace("where", map(&[("group", Value::from("b"))]))), CursorStatus::Invalid);
 }
 
 /// Goal: a cursor that is garbage, foreign, not a string or too long is `invalid` and the first
@@ -391,19 +348,14 @@ fn cursor_fingerprint_follows_the_query() {
 fn invalid_cursors_give_the_first_page() {
     let rows = scored_rows(50);
     let base = |cursor: Value| {
-        map(&[
-            ("sort", array(&[sort_item("score", "asc")])),
-            ("limit", Value::from(5)),
-            ("cursor", cursor),
-        ])
+        map(&[("sort", array(&[sort_item("score", "asc")])), ("limit", Value::from(5)), ("cursor", cursor)])
     };
     let first = parse(base(Value::Nil)).select(rows.clone(), NOW_MS);
     assert_eq!(first.cursor_status, CursorStatus::None);
-    let foreign =
-        parse(map(&[("sort", array(&[sort_item("group", "asc")])), ("limit", Value::from(5))]))
-            .select(rows.clone(), NOW_MS)
-            .next_cursor
-            .unwrap();
+    let foreign = parse(map(&[("sort", array(&[sort_item("group", "asc")])), ("limit", Value::from(5))]))
+        .select(rows.clone(), NOW_MS)
+        .next_cursor
+        .unwrap();
     // What the reference server issues: base64url JSON, which is not ours.
     let reference_style = concat!(
         "eyJzb3J0VmFsdWVzIjpbXSwibGFzdEtleSI6ImsxIiwicHJlZGljYXRlSGFzaCI6MSwic29ydEhh",
@@ -435,8 +387,7 @@ fn invalid_cursors_give_the_first_page() {
 fn expired_cursor_gives_the_first_page() {
     let rows = scored_rows(50);
     let query = |cursor: Option<&str>| {
-        let mut entries =
-            vec![("sort", array(&[sort_item("score", "desc")])), ("limit", Value::from(5))];
+        let mut entries = vec![("sort", array(&[sort_item("score", "desc")])), ("limit", Value::from(5))];
         if let Some(cursor) = cursor {
             entries.push(("cursor", Value::from(cursor)));
         }
@@ -484,13 +435,11 @@ fn resolved_cursor_filters_rows() {
 #[test]
 fn repeated_keys_appear_once() {
     let row = |key: &str, score: i64| (key.to_owned(), map(&[("score", Value::from(score))]));
-    let query =
-        parse(map(&[("sort", array(&[sort_item("score", "asc")])), ("limit", Value::from(2))]));
+    let query = parse(map(&[("sort", array(&[sort_item("score", "asc")])), ("limit", Value::from(2))]));
     let page = query.select(vec![row("b", 5), row("a", 1), row("b", 0), row("a", 1)], NOW_MS);
     assert_eq!(page.rows, vec![row("b", 0), row("a", 1)]);
     assert!(!page.has_more);
-    let page =
-        query.select(vec![row("c", 9), row("b", 5), row("a", 1), row("b", 0), row("a", 1)], NOW_MS);
+    let page = query.select(vec![row("c", 9), row("b", 5), row("a", 1), row("b", 0), row("a", 1)], NOW_MS);
     assert_eq!(page.rows, vec![row("b", 0), row("a", 1)]);
     assert!(page.has_more);
 }
@@ -499,13 +448,9 @@ fn repeated_keys_appear_once() {
 /// Method: project a nested map and a scalar.
 #[test]
 fn projection_keeps_named_fields() {
-    let value =
-        map(&[("a", Value::from(1)), ("b", map(&[("c", Value::from(2))])), ("d", Value::Nil)]);
+    let value = map(&[("a", Value::from(1)), ("b", map(&[("c", Value::from(2))])), ("d", Value::Nil)]);
     let fields = vec!["b".to_owned(), "d".to_owned(), "zz".to_owned(), "b.c".to_owned()];
-    assert_eq!(
-        project(&value, &fields),
-        map(&[("b", map(&[("c", Value::from(2))])), ("d", Value::Nil)])
-    );
+    assert_eq!(project(&value, &fields), map(&[("b", map(&[("c", Value::from(2))])), ("d", Value::Nil)]));
     assert_eq!(project(&value, &[]), map(&[]));
     assert_eq!(project(&Value::from("x"), &fields), Value::from("x"));
 }
@@ -541,11 +486,8 @@ fn random_query(prng: &mut Prng, rows: &[(String, Value)]) -> Value {
     let directions = ["asc", "desc"];
     match prng.below(4) {
         0 => {}
-        1 => {
-            entries.push(("sort", array(&[sort_item("score", directions[prng.below(2) as usize])])))
-        }
-        2 => entries
-            .push(("sort", map(&[("score", Value::from(directions[prng.below(2) as usize]))]))),
+        1 => entries.push(("sort", array(&[sort_item("score", directions[prng.below(2) as usize])]))),
+        2 => entries.push(("sort", map(&[("score", Value::from(directions[prng.below(2) as usize]))]))),
         _ => entries.push((
             "sort",
             array(&[
@@ -576,21 +518,16 @@ fn select_is_independent_of_sharding() {
     for seed in 0..300 {
         let mut prng = Prng::from_seed(seed);
         let row_count = prng.below(60) as usize;
-        let all_rows: Vec<(String, Value)> = (0..row_count)
-            .map(|index| (format!("key-{:02}", index), random_value(&mut prng)))
-            .collect();
+        let all_rows: Vec<(String, Value)> =
+            (0..row_count).map(|index| (format!("key-{:02}", index), random_value(&mut prng))).collect();
         let query = parse(random_query(&mut prng, &all_rows));
-        let rows: Vec<(String, Value)> =
-            all_rows.into_iter().filter(|(_, value)| query.matches(value)).collect();
+        let rows: Vec<(String, Value)> = all_rows.into_iter().filter(|(_, value)| query.matches(value)).collect();
         let union = query.select(rows.clone(), NOW_MS);
 
         // Naive model.
         let cursor = query.resolve_cursor(NOW_MS);
-        let mut model: Vec<(String, Value)> = rows
-            .iter()
-            .filter(|(key, value)| query.is_after_cursor(&cursor, key, value))
-            .cloned()
-            .collect();
+        let mut model: Vec<(String, Value)> =
+            rows.iter().filter(|(key, value)| query.is_after_cursor(&cursor, key, value)).cloned().collect();
         model.sort_by(|a, b| query.compare((&a.0, &a.1), (&b.0, &b.1)));
         let model_has_more = model.len() > query.page_size();
         model.truncate(query.page_size());
@@ -613,8 +550,7 @@ fn select_is_independent_of_sharding() {
         prng.shuffle(&mut gathered);
         assert_eq!(query.select(gathered, NOW_MS), union, "seed={seed}: gathered");
 
-        let shard_pages: Vec<Page> =
-            shards.into_iter().map(|shard| query.select(shard, NOW_MS)).collect();
+        let shard_pages: Vec<Page> = shards.into_iter().map(|shard| query.select(shard, NOW_MS)).collect();
         let merged = query.merge(shard_pages, &cursor, NOW_MS);
         assert_eq!(merged, union, "seed={seed}: merged shard pages");
     }
@@ -629,9 +565,6 @@ fn odd_values_do_not_confuse_matching() {
         branch("or", vec![leaf("isNull", "x", Value::Nil), leaf("eq", "x", Value::from(1))]),
     )]));
     assert!(query.matches(&Value::from("scalar")));
-    assert!(query.matches(&Value::Map(vec![
-        (Value::from("x"), Value::from(2)),
-        (Value::from("x"), Value::from(1))
-    ])));
+    assert!(query.matches(&Value::Map(vec![(Value::from("x"), Value::from(2)), (Value::from("x"), Value::from(1))])));
     assert!(!query.matches(&map(&[("x", Value::from(2))])));
 }

@@ -57,11 +57,9 @@ enum Number {
 
 fn as_number(value: &Value) -> Option<Number> {
     match value {
-        Value::Integer(integer) => integer
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| integer.as_u64().map(i128::from))
-            .map(Number::Int),
+        Value::Integer(integer) => {
+            integer.as_i64().map(i128::from).or_else(|| integer.as_u64().map(i128::from)).map(Number::Int)
+        }
         Value::F32(float) => Some(Number::Float(f64::from(*float))),
         Value::F64(float) => Some(Number::Float(*float)),
         _ => None,
@@ -112,15 +110,11 @@ pub(crate) fn values_equal(a: &Value, b: &Value) -> bool {
         (Value::Boolean(a), Value::Boolean(b)) => a == b,
         (Value::String(a), Value::String(b)) => a.as_bytes() == b.as_bytes(),
         (Value::Binary(a), Value::Binary(b)) => a == b,
-        (Value::Array(a), Value::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| values_equal(a, b))
-        }
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(a, b)| values_equal(a, b)),
         (Value::Map(a), Value::Map(b)) => {
             a.len() == b.len()
                 && a.iter().all(|(key_a, value_a)| {
-                    b.iter().any(|(key_b, value_b)| {
-                        values_equal(key_a, key_b) && values_equal(value_a, value_b)
-                    })
+                    b.iter().any(|(key_b, value_b)| values_equal(key_a, key_b) && values_equal(value_a, value_b))
                 })
         }
         (Value::Ext(type_a, a), Value::Ext(type_b, b)) => type_a == type_b && a == b,
@@ -203,12 +197,7 @@ pub(crate) fn sort_stand_in(value: Option<&Value>) -> Value {
 pub(crate) fn is_sort_stand_in(value: &Value) -> bool {
     matches!(
         value,
-        Value::Nil
-            | Value::Boolean(false)
-            | Value::Integer(_)
-            | Value::F32(_)
-            | Value::F64(_)
-            | Value::String(_)
+        Value::Nil | Value::Boolean(false) | Value::Integer(_) | Value::F32(_) | Value::F64(_) | Value::String(_)
     )
 }
 
@@ -356,20 +345,11 @@ mod tests {
         assert!(!values_equal(&Value::F64(f64::NAN), &Value::F64(f64::NAN)));
         // 2^53 + 1 rounds to 2^53 as f64; the exact comparison still tells them apart.
         let big = (1_i64 << 53) + 1;
-        assert_eq!(
-            compare_ordered(&Value::from(big), &Value::F64((1_u64 << 53) as f64)),
-            Some(Ordering::Greater)
-        );
+        assert_eq!(compare_ordered(&Value::from(big), &Value::F64((1_u64 << 53) as f64)), Some(Ordering::Greater));
         assert_eq!(compare_ordered(&Value::from(-3), &Value::F64(-2.5)), Some(Ordering::Less));
         assert_eq!(compare_ordered(&Value::from(-2), &Value::F64(-2.5)), Some(Ordering::Greater));
-        assert_eq!(
-            compare_ordered(&Value::from(i64::MIN), &Value::F64(f64::NEG_INFINITY)),
-            Some(Ordering::Greater)
-        );
-        assert_eq!(
-            compare_ordered(&Value::from(u64::MAX), &Value::F64(f64::INFINITY)),
-            Some(Ordering::Less)
-        );
+        assert_eq!(compare_ordered(&Value::from(i64::MIN), &Value::F64(f64::NEG_INFINITY)), Some(Ordering::Greater));
+        assert_eq!(compare_ordered(&Value::from(u64::MAX), &Value::F64(f64::INFINITY)), Some(Ordering::Less));
         assert_eq!(compare_ordered(&Value::from(1), &Value::F64(f64::NAN)), None);
         assert_eq!(compare_ordered(&Value::from(1), &Value::from("1")), None);
         assert_eq!(compare_ordered(&Value::from("b"), &Value::from("ab")), Some(Ordering::Greater));
@@ -379,10 +359,8 @@ mod tests {
     /// Method: compare nested values built in different orders.
     #[test]
     fn containers_compare_structurally() {
-        let a =
-            map(&[("x", Value::from(1)), ("y", Value::Array(vec![Value::from("s"), Value::Nil]))]);
-        let b =
-            map(&[("y", Value::Array(vec![Value::from("s"), Value::Nil])), ("x", Value::F64(1.0))]);
+        let a = map(&[("x", Value::from(1)), ("y", Value::Array(vec![Value::from("s"), Value::Nil]))]);
+        let b = map(&[("y", Value::Array(vec![Value::from("s"), Value::Nil])), ("x", Value::F64(1.0))]);
         assert!(values_equal(&a, &b));
         let c = map(&[("x", Value::from(1))]);
         assert!(!values_equal(&a, &c));
@@ -408,10 +386,7 @@ mod tests {
         assert_eq!(lookup(&value, "list.0"), None);
         assert_eq!(lookup(&value, "address.city.x"), None);
         assert_eq!(lookup(&Value::from(3), "x"), None);
-        let repeated = Value::Map(vec![
-            (Value::from("k"), Value::from(1)),
-            (Value::from("k"), Value::from(2)),
-        ]);
+        let repeated = Value::Map(vec![(Value::from("k"), Value::from(1)), (Value::from("k"), Value::from(2))]);
         assert_eq!(lookup(&repeated, "k"), Some(&Value::from(2)));
     }
 
@@ -433,8 +408,7 @@ mod tests {
         ];
         let mut sorted: Vec<Option<Value>> = values.to_vec();
         sorted.sort_by(|a, b| compare_for_sort(a.as_ref(), b.as_ref()));
-        let classes: Vec<SortClass> =
-            sorted.iter().map(|value| sort_class(value.as_ref())).collect();
+        let classes: Vec<SortClass> = sorted.iter().map(|value| sort_class(value.as_ref())).collect();
         assert!(classes.windows(2).all(|pair| pair[0] <= pair[1]));
         assert_eq!(sorted[0], Some(Value::F64(1.5)));
         assert_eq!(sorted[1], Some(Value::from(2)));

@@ -70,7 +70,10 @@ mod tests {
         assert!(live.on_snapshot(&[hit], &[3]).is_empty(), "reflected in the snapshot");
         assert_eq!(live.on_change(ShardId(0), 4, upsert("a")).unwrap().change_type, ChangeType::Update);
         assert_eq!(live.on_change(ShardId(0), 5, upsert("b")).unwrap().change_type, ChangeType::Enter);
-        assert_eq!(live.on_change(ShardId(0), 6, SearchChange::Gone { key: "a".into() }).unwrap().change_type, ChangeType::Leave);
+        assert_eq!(
+            live.on_change(ShardId(0), 6, SearchChange::Gone { key: "a".into() }).unwrap().change_type,
+            ChangeType::Leave
+        );
         assert_eq!(live.on_change(ShardId(0), 7, SearchChange::Gone { key: "zz".into() }), None);
     }
 }

@@ -62,14 +62,23 @@ impl SearchIndex {
         TermStats {
             documents: self.documents.len() as u64,
             total_length: self.total_length,
-            document_frequencies: terms.iter().map(|term| self.postings.get(term).map_or(0, |docs| docs.len() as u64)).collect(),
+            document_frequencies: terms
+                .iter()
+                .map(|term| self.postings.get(term).map_or(0, |docs| docs.len() as u64))
+                .collect(),
         }
     }
 
     /// Scores one document (already tokenized into `frequencies`) for `terms`.
-    pub fn score_document(stats: &TermStats, terms: &[String], frequencies: &AHashMap<String, u32>, length: u32) -> (f64, Vec<String>) {
+    pub fn score_document(
+        stats: &TermStats,
+        terms: &[String],
+        frequencies: &AHashMap<String, u32>,
+        length: u32,
+    ) -> (f64, Vec<String>) {
         let counts: Vec<u32> = terms.iter().map(|term| frequencies.get(term).copied().unwrap_or(0)).collect();
-        let matched = terms.iter().zip(&counts).filter(|(_, count)| **count > 0).map(|(term, _)| term.clone()).collect();
+        let matched =
+            terms.iter().zip(&counts).filter(|(_, count)| **count > 0).map(|(term, _)| term.clone()).collect();
         (stats.score(&counts, length), matched)
     }
 
@@ -89,7 +98,12 @@ impl SearchIndex {
             .filter_map(|key| {
                 let document = &self.documents[key];
                 let (score, matched_terms) = Self::score_document(stats, terms, &document.frequencies, document.length);
-                (score > 0.0 && score >= min_score).then(|| Hit { key: key.to_string(), score, matched_terms, value: document.value.clone() })
+                (score > 0.0 && score >= min_score).then(|| Hit {
+                    key: key.to_string(),
+                    score,
+                    matched_terms,
+                    value: document.value.clone(),
+                })
             })
             .collect();
         super::rank(&mut hits);
@@ -124,7 +138,8 @@ mod tests {
     // scored with the summed statistics (the property that makes results shard-independent).
     #[test]
     fn split_indexes_score_like_one() {
-        let documents = ["milk and bread", "milk milk milk", "bread only", "nothing here", "Milk shake with bread and milk"];
+        let documents =
+            ["milk and bread", "milk milk milk", "bread only", "nothing here", "Milk shake with bread and milk"];
         let mut one = SearchIndex::default();
         let mut three: Vec<SearchIndex> = (0..3).map(|_| SearchIndex::default()).collect();
         for (number, words) in documents.iter().enumerate() {

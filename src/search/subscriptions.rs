@@ -109,7 +109,8 @@ impl SearchSubscriptions {
                 super::index::SearchIndex::score_document(&spec.stats, &spec.terms, frequencies, *length)
             };
             let was = before.as_ref().map(score_of).is_some_and(|(score, _)| score > 0.0 && score >= spec.min_score);
-            let now = after_frequencies.as_ref().map(score_of).filter(|(score, _)| *score > 0.0 && *score >= spec.min_score);
+            let now =
+                after_frequencies.as_ref().map(score_of).filter(|(score, _)| *score > 0.0 && *score >= spec.min_score);
             match (now, after) {
                 (Some((score, matched_terms)), Some((_, bytes))) => changes.push((
                     sub,

@@ -62,12 +62,18 @@ pub fn required<'a>(message: &'a ClientMessage, needs: &mut Vec<Access<'a>>) {
         ClientMessage::JournalSubscribe { map_name, .. } | ClientMessage::JournalRead { map_name, .. } => {
             needs.push(map(map_name.as_deref().unwrap_or(EVERY_MAP), Permission::Read))
         }
-        ClientMessage::TopicSub { topic } => needs.push(Access { kind: Resource::Topic, name: topic, permission: Permission::Subscribe }),
-        ClientMessage::TopicPub { topic, .. } => needs.push(Access { kind: Resource::Topic, name: topic, permission: Permission::Publish }),
+        ClientMessage::TopicSub { topic } => {
+            needs.push(Access { kind: Resource::Topic, name: topic, permission: Permission::Subscribe })
+        }
+        ClientMessage::TopicPub { topic, .. } => {
+            needs.push(Access { kind: Resource::Topic, name: topic, permission: Permission::Publish })
+        }
         ClientMessage::LockRequest { name, .. } | ClientMessage::LockRelease { name, .. } => {
             needs.push(Access { kind: Resource::Lock, name, permission: Permission::Lock })
         }
-        ClientMessage::CounterRequest { name } => needs.push(Access { kind: Resource::Counter, name, permission: Permission::Read }),
+        ClientMessage::CounterRequest { name } => {
+            needs.push(Access { kind: Resource::Counter, name, permission: Permission::Read })
+        }
         ClientMessage::CounterSync { name, .. } => {
             needs.push(Access { kind: Resource::Counter, name, permission: Permission::Read });
             needs.push(Access { kind: Resource::Counter, name, permission: Permission::Write });

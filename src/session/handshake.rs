@@ -24,7 +24,12 @@ impl Session {
     fn on_auth(&mut self, token: &str) {
         let Some(verifier) = self.node.verifier() else {
             // No-auth mode: answer every AUTH, or a client holding a token waits forever (§3.2).
-            self.send(&ServerMessage::AuthAck { protocol_version: None, user_id: None, device_id: None, device_token: None });
+            self.send(&ServerMessage::AuthAck {
+                protocol_version: None,
+                user_id: None,
+                device_id: None,
+                device_token: None,
+            });
             return;
         };
         if self.is_authenticated() {
@@ -35,11 +40,19 @@ impl Session {
                 let user_id = principal.user_id.clone();
                 self.auth = AuthState::Authenticated(principal);
                 self.refresh_idle_deadline();
-                self.send(&ServerMessage::AuthAck { protocol_version: None, user_id, device_id: None, device_token: None });
+                self.send(&ServerMessage::AuthAck {
+                    protocol_version: None,
+                    user_id,
+                    device_id: None,
+                    device_token: None,
+                });
             }
             Err(error) => {
                 tracing::debug!(conn = self.conn, %error, "authentication failed");
-                self.send(&ServerMessage::AuthFail { error: Some(format!("Authentication failed: {error}")), code: Some(401) });
+                self.send(&ServerMessage::AuthFail {
+                    error: Some(format!("Authentication failed: {error}")),
+                    code: Some(401),
+                });
                 self.outbox.request_close(CloseReason::AuthenticationFailed);
             }
         }

@@ -5,10 +5,10 @@
 //! registry to the handler families in the submodules. Messages take effect one at a time in
 //! the order they arrived (DECISIONS §2.2).
 
+mod access;
 mod cluster;
 mod coordination;
 mod counters;
-mod access;
 mod handshake;
 mod journal;
 mod locks;

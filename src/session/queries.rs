@@ -39,9 +39,18 @@ impl Session {
         }
     }
 
-    async fn on_query_sub(&mut self, query_id: String, map_name: String, query: rmpv::Value, fields: Option<Vec<String>>) {
+    async fn on_query_sub(
+        &mut self,
+        query_id: String,
+        map_name: String,
+        query: rmpv::Value,
+        fields: Option<Vec<String>>,
+    ) {
         if map_name.is_empty() || map_name.len() > MAP_NAME_BYTES_MAX {
-            return self.send_error(400, format!("malformed message: QUERY_SUB.payload.mapName must be 1 to {MAP_NAME_BYTES_MAX} bytes"));
+            return self.send_error(
+                400,
+                format!("malformed message: QUERY_SUB.payload.mapName must be 1 to {MAP_NAME_BYTES_MAX} bytes"),
+            );
         }
         let query = match Query::from_value(&query) {
             Ok(query) => Arc::new(query),

@@ -39,7 +39,12 @@ impl Session {
                     Err(error) => return self.send_search_error(request_id, error),
                 };
                 let hits = self.node.search(Arc::from(map_name.as_str()), query_terms(&query), limit, min_score).await;
-                self.send(&ServerMessage::SearchResp { request_id, total_count: hits.len() as u64, results: wire_hits(&hits), error: None });
+                self.send(&ServerMessage::SearchResp {
+                    request_id,
+                    total_count: hits.len() as u64,
+                    results: wire_hits(&hits),
+                    error: None,
+                });
             }
             ClientMessage::SearchSub { subscription_id, map_name, query, options } => {
                 let (limit, min_score) = match self.check_search(&map_name, &options) {
@@ -48,7 +53,10 @@ impl Session {
                 };
                 if !self.searches.contains_key(&subscription_id) && self.at_subscription_limit() {
                     let max = self.node.config.max_subscriptions_per_connection;
-                    return self.send_search_error(subscription_id, format!("too many subscriptions on this connection (max {max})"));
+                    return self.send_search_error(
+                        subscription_id,
+                        format!("too many subscriptions on this connection (max {max})"),
+                    );
                 }
                 if let Some(previous) = self.searches.remove(&subscription_id) {
                     self.node.unsubscribe_search(vec![previous]).await;

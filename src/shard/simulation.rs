@@ -30,7 +30,8 @@ const WALL_MS: u64 = 1_700_000_000_000;
 
 fn value_bytes(number: u64) -> Bytes {
     let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &rmpv::Value::Map(vec![(rmpv::Value::from("n"), rmpv::Value::from(number))])).unwrap();
+    rmpv::encode::write_value(&mut out, &rmpv::Value::Map(vec![(rmpv::Value::from("n"), rmpv::Value::from(number))]))
+        .unwrap();
     Bytes::from(out)
 }
 
@@ -39,7 +40,8 @@ fn random_op(prng: &mut Prng, sequence: u64) -> ClientOp {
     let key = format!("key-{}", prng.below(40));
     // An HLC never stamps two writes alike, so the counter carries the op's sequence number;
     // the millis and node collide often, so ordering still exercises every comparison step.
-    let timestamp = Timestamp::new(WALL_MS - 10_000 + prng.below(50), sequence as u32, format!("client{}", prng.below(3)));
+    let timestamp =
+        Timestamp::new(WALL_MS - 10_000 + prng.below(50), sequence as u32, format!("client{}", prng.below(3)));
     let kind = if prng.below(5) == 0 {
         OpKind::Remove { record: Some(LwwRecord { value: None, timestamp, ttl_ms: None }) }
     } else {
@@ -119,7 +121,8 @@ fn run(seed: u64, shard_count: usize) -> BTreeMap<String, rmpv::Value> {
         shard.snapshot("sim", &query, &cursor, WALL_MS, &mut rows);
     }
     let live: BTreeMap<String, rmpv::Value> = rows.into_iter().collect();
-    let expected_live: Vec<&String> = expected.iter().filter(|(_, record)| !record.is_tombstone()).map(|(key, _)| key).collect();
+    let expected_live: Vec<&String> =
+        expected.iter().filter(|(_, record)| !record.is_tombstone()).map(|(key, _)| key).collect();
     assert_eq!(live.keys().collect::<Vec<_>>(), expected_live, "seed={seed} shards={shard_count}");
     live
 }
@@ -142,10 +145,13 @@ fn shards_converge_to_the_model_in_every_interleaving() {
 #[test]
 fn paging_across_shards_matches_one_store() {
     let query_value = rmpv::Value::Map(vec![
-        (rmpv::Value::from("sort"), rmpv::Value::Array(vec![rmpv::Value::Map(vec![
-            (rmpv::Value::from("field"), rmpv::Value::from("n")),
-            (rmpv::Value::from("direction"), rmpv::Value::from("desc")),
-        ])])),
+        (
+            rmpv::Value::from("sort"),
+            rmpv::Value::Array(vec![rmpv::Value::Map(vec![
+                (rmpv::Value::from("field"), rmpv::Value::from("n")),
+                (rmpv::Value::from("direction"), rmpv::Value::from("desc")),
+            ])]),
+        ),
         (rmpv::Value::from("limit"), rmpv::Value::from(7)),
     ]);
     for shard_count in [1, 4] {
@@ -153,8 +159,19 @@ fn paging_across_shards_matches_one_store() {
         let mut shards: Vec<ShardData> = (0..shard_count).map(|_| ShardData::new("server")).collect();
         for number in 0..50u64 {
             let key = format!("row-{number}");
-            let record = LwwRecord { value: Some(value_bytes(number % 10)), timestamp: Timestamp::new(WALL_MS, 0, "c"), ttl_ms: None };
-            let op = ClientOp { id: None, map_name: "sim".into(), key: key.clone(), kind: OpKind::Put(record), write_concern: None, timeout: None };
+            let record = LwwRecord {
+                value: Some(value_bytes(number % 10)),
+                timestamp: Timestamp::new(WALL_MS, 0, "c"),
+                ttl_ms: None,
+            };
+            let op = ClientOp {
+                id: None,
+                map_name: "sim".into(),
+                key: key.clone(),
+                kind: OpKind::Put(record),
+                write_concern: None,
+                timeout: None,
+            };
             shards[table.owner(PartitionId(partition_of(&key))).index()].apply(op, WALL_MS);
         }
         let mut seen = Vec::new();
@@ -177,7 +194,8 @@ fn paging_across_shards_matches_one_store() {
                 _ => break,
             }
         }
-        let mut expected: Vec<(u64, String)> = (0..50u64).map(|number| (number % 10, format!("row-{number}"))).collect();
+        let mut expected: Vec<(u64, String)> =
+            (0..50u64).map(|number| (number % 10, format!("row-{number}"))).collect();
         expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         assert_eq!(seen, expected.into_iter().map(|(_, key)| key).collect::<Vec<_>>(), "shards={shard_count}");
     }

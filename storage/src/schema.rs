@@ -104,6 +104,9 @@ mod tests {
         assert_eq!(offset_of!(StoredBody, tag), 64);
         assert_eq!(offset_of!(StoredBody, value), 72);
         type Stamp = ArchivedStoredTimestamp<'static>;
-        assert_eq!((size_of::<Stamp>(), offset_of!(Stamp, millis), offset_of!(Stamp, counter), offset_of!(Stamp, node_id)), (24, 0, 8, 12));
+        assert_eq!(
+            (size_of::<Stamp>(), offset_of!(Stamp, millis), offset_of!(Stamp, counter), offset_of!(Stamp, node_id)),
+            (24, 0, 8, 12)
+        );
     }
 }
