@@ -59,14 +59,43 @@ pub struct Args {
     #[arg(long)]
     pub no_auth: bool,
 
-    /// Storage backend: `memory` (nothing survives a restart). `disk` is not available in this
-    /// version. The environment STORAGE_BACKEND=null also selects memory.
+    /// Storage backend: `disk` (default: a durable log per shard under --data-dir) or `memory`
+    /// (nothing survives a restart). The environment STORAGE_BACKEND=null also selects memory.
     #[arg(long, value_parser = ["memory", "disk"])]
     pub storage: Option<String>,
 
     /// Directory for durable storage (used by the disk backend).
     #[arg(long, env = "DATA_DIR", default_value = "./shardgrid-data")]
     pub data_dir: PathBuf,
+
+    /// When the disk backend fdatasyncs: `always` (every group commit), `batch:<ms>` (every
+    /// <ms>, and at once when a PERSISTED write waits) or `never` (the OS decides; nothing is
+    /// acknowledged as PERSISTED). See tuning.md for the loss window of each.
+    #[arg(long, default_value = "batch:2")]
+    pub fsync: String,
+
+    /// At start-up, cut a shard's log at a corrupt record in its middle (discarding the records
+    /// after it) instead of refusing to start.
+    #[arg(long)]
+    pub repair: bool,
+
+    /// Size of each preallocated segment file of a shard's log, in bytes (multiple of 4096,
+    /// at least 64 KiB). The largest record a segment holds bounds the largest value stored.
+    #[arg(long, default_value_t = limits::SEGMENT_BYTES_DEFAULT)]
+    pub segment_bytes: u64,
+
+    /// How segment files are written: `buffered` or `dma` (O_DIRECT). See tuning.md.
+    #[arg(long, value_parser = ["buffered", "dma"], default_value = "buffered")]
+    pub storage_io: String,
+
+    /// Rewrite a sealed segment once the bytes worth keeping in it fall below this fraction.
+    #[arg(long, default_value_t = limits::COMPACTION_LIVE_FRACTION_DEFAULT)]
+    pub compaction_live_fraction: f64,
+
+    /// Milliseconds a tombstone is kept on disk after its timestamp; compaction drops older
+    /// ones (a write older than a dropped tombstone is accepted again).
+    #[arg(long, default_value_t = limits::TOMBSTONE_GRACE_MS_DEFAULT)]
+    pub tombstone_grace_ms: u64,
 
     /// Largest WebSocket message accepted, in bytes (at least 2 MiB); larger ones close the
     /// connection with 1009 "message too big".
@@ -138,9 +167,10 @@ pub enum AuthMode {
     NoAuth,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum StorageMode {
     Memory,
+    Disk(crate::persist::DiskConfig),
 }
 
 /// The checked configuration the server is assembled from.
@@ -177,8 +207,12 @@ pub enum ConfigError {
     Cores(#[from] shardgrid_shards::CoreSetError),
     #[error("no JWT secret: set --jwt-secret (or JWT_SECRET), or pass --no-auth for development")]
     NoSecret,
-    #[error("--storage disk is not available in this version; run with --storage memory (nothing survives a restart)")]
-    DiskUnavailable,
+    #[error("--fsync must be always, never or batch:<ms> with ms > 0, got {0:?}")]
+    BadFsync(String),
+    #[error("--segment-bytes must be a multiple of 4096 from {min} to {max}, got {got}")]
+    BadSegmentBytes { got: u64, min: u64, max: u64 },
+    #[error("--compaction-live-fraction must be between 0 and 1, got {0}")]
+    BadLiveFraction(f64),
     #[error("--max-frame-bytes must be at least {} (frames up to 2 MiB are always accepted)", limits::FRAME_BYTES_FLOOR)]
     FrameLimitTooSmall,
     #[error("--node-id must be non-empty lowercase letters and digits ([a-z0-9]+), got {0:?}")]
@@ -246,11 +280,35 @@ impl Args {
             _ => return Err(ConfigError::NoSecret),
         };
         let storage_env_null = std::env::var("STORAGE_BACKEND").is_ok_and(|value| value == "null" || value == "memory");
+        let disk = || -> Result<StorageMode, ConfigError> {
+            use shardgrid_storage::format::{SEGMENT_BYTES_ALIGN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+            let fsync = shardgrid_storage::FsyncPolicy::parse(&self.fsync, limits::FSYNC_NEVER_WRITE_INTERVAL_MS)
+                .ok_or_else(|| ConfigError::BadFsync(self.fsync.clone()))?;
+            let segment_bytes = self.segment_bytes;
+            if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment_bytes) || segment_bytes % SEGMENT_BYTES_ALIGN != 0 {
+                return Err(ConfigError::BadSegmentBytes { got: segment_bytes, min: SEGMENT_BYTES_MIN, max: SEGMENT_BYTES_MAX });
+            }
+            if !(0.0..=1.0).contains(&self.compaction_live_fraction) {
+                return Err(ConfigError::BadLiveFraction(self.compaction_live_fraction));
+            }
+            let io = if self.storage_io == "dma" { crate::persist::StorageIo::Dma } else { crate::persist::StorageIo::Buffered };
+            Ok(StorageMode::Disk(crate::persist::DiskConfig {
+                fsync,
+                repair: self.repair,
+                segment_bytes,
+                io,
+                compaction_live_fraction: self.compaction_live_fraction,
+                tombstone_grace_ms: self.tombstone_grace_ms,
+            }))
+        };
+        // The disk options are checked whichever backend runs, so a mistyped --fsync is
+        // refused rather than ignored.
+        let disk = disk()?;
         let storage = match self.storage.as_deref() {
-            Some("disk") => return Err(ConfigError::DiskUnavailable),
+            Some("disk") => disk,
             Some(_) => StorageMode::Memory,
             None if storage_env_null => StorageMode::Memory,
-            None => StorageMode::Memory,
+            None => disk,
         };
         if self.max_frame_bytes < limits::FRAME_BYTES_FLOOR {
             return Err(ConfigError::FrameLimitTooSmall);

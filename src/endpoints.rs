@@ -47,7 +47,7 @@ type MetricFamily = (&'static str, &'static str, &'static str, fn(&ShardStats) -
 /// Prometheus text exposition of every shard's counters, labelled by shard.
 pub fn render_metrics(per_shard: &[ShardStats]) -> String {
     let mut out = String::new();
-    let families: [MetricFamily; 20] = [
+    let families: [MetricFamily; 27] = [
         ("shardgrid_connections", "gauge", "Open WebSocket connections.", |s| s.connections),
         ("shardgrid_connections_accepted_total", "counter", "WebSocket connections accepted.", |s| s.connections_accepted),
         ("shardgrid_messages_received_total", "counter", "Client messages received.", |s| s.messages_received),
@@ -68,6 +68,13 @@ pub fn render_metrics(per_shard: &[ShardStats]) -> String {
         ("shardgrid_journal_events_delivered_total", "counter", "JOURNAL_EVENT frames queued to connections.", |s| s.journal_events_delivered),
         ("shardgrid_hops_sent_total", "counter", "Requests sent to other shards.", |s| s.mesh.hops_sent),
         ("shardgrid_queue_full_waits_total", "counter", "Sends that waited on a full mesh queue.", |s| s.mesh.queue_full_waits),
+        ("shardgrid_storage_bytes_appended_total", "counter", "Bytes of records appended to the log.", |s| s.storage.bytes_appended),
+        ("shardgrid_storage_fsyncs_total", "counter", "fdatasync calls on segment files.", |s| s.storage.fsyncs),
+        ("shardgrid_storage_fsync_latency_us_sum", "counter", "Microseconds spent in fdatasync.", |s| s.storage.fsync_latency_us_sum),
+        ("shardgrid_storage_fsync_latency_us_max", "gauge", "Longest fdatasync, in microseconds.", |s| s.storage.fsync_latency_us_max),
+        ("shardgrid_storage_flush_failures_total", "counter", "Group commits that failed (writes refused meanwhile).", |s| s.storage.flush_failures),
+        ("shardgrid_storage_segments_compacted_total", "counter", "Segments rewritten and removed by compaction.", |s| s.storage.segments_compacted),
+        ("shardgrid_storage_tombstones_dropped_total", "counter", "Tombstones past the grace period dropped by compaction.", |s| s.storage.tombstones_dropped),
     ];
     for (name, kind, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}");

@@ -15,6 +15,7 @@ pub mod merkle;
 pub mod model;
 pub mod net;
 pub mod node;
+pub mod persist;
 pub mod protocol;
 pub mod query;
 pub mod scripting;

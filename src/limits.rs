@@ -162,3 +162,28 @@ pub const RESOLVER_KEY_PATTERN_BYTES_MAX: usize = 1_024;
 
 const _: () = assert!(PROCESSOR_MEMORY_MIB_MIN <= PROCESSOR_MEMORY_MIB_DEFAULT);
 const _: () = assert!(RESOLVERS_PER_MAP_MAX <= RESOLVERS_MAX);
+
+/// Default for `--segment-bytes`: the size of one preallocated segment file of a shard's log.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Under `--fsync never`, how often appended records are written to the OS.
+pub const FSYNC_NEVER_WRITE_INTERVAL_MS: u64 = 2;
+/// Unwritten log bytes that make the flusher write at once instead of waiting for its timer.
+pub const LOG_FLUSH_BYTES: u64 = 1024 * 1024;
+/// Unwritten log bytes past which writers on the shard wait for the flusher (back-pressure on
+/// a disk slower than the writes).
+pub const LOG_BUFFER_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// After a segment could not be created for lack of space, how long the flusher waits before
+/// it tries again (writes are refused meanwhile).
+pub const STORAGE_RETRY_MS: u64 = 1_000;
+/// How often each shard's compaction task runs one step.
+pub const COMPACTION_TICK_MS: u64 = 10;
+/// Bytes of a victim segment one compaction step reads (the IO bound per tick).
+pub const COMPACTION_BYTES_PER_TICK: u64 = 1024 * 1024;
+/// Default for `--compaction-live-fraction`: a sealed segment is rewritten once the bytes
+/// worth keeping in it fall below this fraction of its size.
+pub const COMPACTION_LIVE_FRACTION_DEFAULT: f64 = 0.5;
+/// Default for `--tombstone-grace-ms`: tombstones younger than this are kept on disk.
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
+
+const _: () = assert!(LOG_FLUSH_BYTES < LOG_BUFFER_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT % 4096 == 0);

@@ -9,7 +9,7 @@
 
 mod sync;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +32,7 @@ use crate::search::{Hit, TermStats};
 use crate::protocol::{encode, ChangeType, ClientOp, EntryProcessResult, ResolverInfo, ServerEvent, ServerEventBody, ServerMessage};
 use crate::query::{project, Page, Query, ResolvedCursor};
 use crate::coord::service::{CoordHop, CoordReply, CoordState};
+use crate::persist::{DurabilityWatch, ShardStore, Ticket};
 use crate::scripting::resolvers::{MapResolvers, ResolverChange};
 use crate::scripting::{ProcessorCall, Processed, Scripting};
 use crate::shard::interest::Announce;
@@ -40,8 +41,12 @@ pub use sync::{SyncHop, SyncReply, NO_CONNECTION};
 
 /// A request that travels between shards (or is handled locally by the same code).
 pub enum Hop {
-    /// Apply these ops, all owned by the receiving shard, in order. Replies `Applied`.
-    Apply { ops: Vec<ClientOp>, writer: ConnRef },
+    /// Apply these ops, all owned by the receiving shard, in order. Replies `Applied`, with a
+    /// durability ticket when `persist` (the batch asked for `PERSISTED`).
+    Apply { ops: Vec<ClientOp>, writer: ConnRef, persist: bool },
+    /// `owner`'s log is durable up to `durable`; with `failed`, positions up to the first
+    /// will not become durable, for the reason given (`persist::watch`). No reply.
+    Durable { owner: ShardId, durable: shardgrid_storage::LogPosition, failed: Option<(shardgrid_storage::LogPosition, Arc<str>)> },
     /// Gather the live rows of `map` matching `query` after `cursor`, at most one more than
     /// the query's page size; with `register`, also register that live subscription, in the
     /// same step so no write falls between the two. Replies `Rows`.
@@ -79,7 +84,8 @@ pub enum Hop {
 }
 
 pub enum HopReply {
-    Applied(Vec<OpOutcome>),
+    /// Outcomes in op order, and what to wait for before acknowledging them as persisted.
+    Applied(Vec<OpOutcome>, Ticket),
     /// Snapshot rows and the owner's write sequence when it took them.
     Rows { rows: Vec<Row>, seq: u64 },
     SearchStats(TermStats),
@@ -128,6 +134,8 @@ pub struct ShardStats {
     pub journal_events: u64,
     pub journal_events_delivered: u64,
     pub mesh: MeshStatsCopy,
+    /// The disk backend's counters (zero with the memory backend).
+    pub storage: crate::persist::store::StorageStats,
 }
 
 /// `MeshStats` as plain counters that add up across shards.
@@ -168,6 +176,7 @@ impl ShardStats {
         self.mesh.hops_sent += other.mesh.hops_sent;
         self.mesh.hops_received += other.mesh.hops_received;
         self.mesh.queue_full_waits += other.mesh.queue_full_waits;
+        self.storage.add(&other.storage);
     }
 }
 
@@ -206,6 +215,10 @@ pub struct Node {
     write_seq: Cell<u64>,
     /// This node itself, for spawning refills from `&self`.
     me: Weak<Node>,
+    /// This shard's log with the disk backend; installed after recovery, before listening.
+    store: OnceCell<Rc<ShardStore>>,
+    /// What every owner shard has reported durable (for writes waiting on `PERSISTED`).
+    durability: DurabilityWatch,
     /// Topics, locks, counters and the journal: this shard's share.
     pub(crate) coord: CoordState,
     /// Owner side of live searches.
@@ -247,6 +260,8 @@ impl Node {
         let scripting = Scripting::new(config.script_limits, config.max_value_bytes);
         let node = Rc::new_cyclic(|me| Node {
             me: me.clone(),
+            store: OnceCell::new(),
+            durability: DurabilityWatch::new(config.cores.shard_count()),
             coord: CoordState::new(shard, config.cores.shard_count(), &config.node_id),
             search_subs: RefCell::new(SearchSubscriptions::default()),
             live_searches: RefCell::new(AHashMap::new()),
@@ -275,6 +290,32 @@ impl Node {
     /// This node as an `Rc`, for tasks spawned from `&self` (`None` once it is being dropped).
     pub(crate) fn upgrade(&self) -> Option<Rc<Node>> {
         self.me.upgrade()
+    }
+
+    /// Installs the shard's recovered data and its log (disk backend, at start-up).
+    pub fn install_storage(&self, data: ShardData, store: Rc<ShardStore>) {
+        *self.data.borrow_mut() = data;
+        assert!(self.store.set(store).is_ok(), "storage is installed once");
+    }
+
+    /// This shard's log, with the disk backend.
+    pub fn store(&self) -> Option<&Rc<ShardStore>> {
+        self.store.get()
+    }
+
+    /// The shard's data, for the storage tasks (compaction reads what is current).
+    pub(crate) fn data_cell(&self) -> &RefCell<ShardData> {
+        &self.data
+    }
+
+    pub fn durability(&self) -> &DurabilityWatch {
+        &self.durability
+    }
+
+    /// Whether an acknowledged `PERSISTED` write is really on disk here: the disk backend
+    /// with a policy that fdatasyncs.
+    pub fn persists(&self) -> bool {
+        self.store.get().is_some_and(|store| store.policy().syncs())
     }
 
     /// The token verifier, or `None` in `--no-auth` mode.
@@ -372,7 +413,19 @@ impl Node {
 
     /// Applies `ops` (all owned by this shard), then sends each state change to the shards with
     /// interested connections. Runs on the owner shard.
-    async fn apply_local(&self, ops: Vec<ClientOp>, writer: ConnRef) -> Vec<OpOutcome> {
+    /// With the disk backend each state change is appended to the shard's log in the same step
+    /// (no await between applying and appending), and a `persist` batch gets a ticket covering it.
+    async fn apply_local(&self, ops: Vec<ClientOp>, writer: ConnRef, persist: bool) -> (Vec<OpOutcome>, Ticket) {
+        let store = self.store.get().cloned();
+        if let Some(store) = &store {
+            store.wait_for_room().await;
+            if let Err(reason) = store.writable() {
+                // Refused before anything is applied, so nothing changes that is not logged.
+                let refused: Vec<OpOutcome> = ops.iter().map(|_| OpOutcome::Rejected { reason: reason.to_string(), code: 503 }).collect();
+                self.bump(|stats| stats.ops_rejected += refused.len() as u64);
+                return (refused, Ticket::Failed(reason));
+            }
+        }
         let now = wall_ms();
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut events: Vec<ChangeEvent> = Vec::new();
@@ -384,11 +437,25 @@ impl Node {
             let mut resolving = scripting.batch();
             for op in ops {
                 debug_assert_eq!(self.owner_of(&op.key), self.shard, "ops are routed to their owner");
+                if let Some(store) = &store {
+                    if !crate::persist::record_fits(&op, store.framed_bytes_max()) {
+                        let reason = format!("record too large for a storage segment of {} bytes (--segment-bytes)", store.framed_bytes_max());
+                        outcomes.push(OpOutcome::Rejected { reason, code: 413 });
+                        continue;
+                    }
+                }
                 let (outcome, event) = resolving.apply(&mut data, op, now);
+                if let (Some(store), Some(event)) = (&store, &event) {
+                    store.append_change(event, partition_of(&event.key), now);
+                }
                 outcomes.push(outcome);
                 events.extend(event);
             }
         }
+        let ticket = match &store {
+            Some(store) if persist => store.ticket(writer.shard),
+            _ => Ticket::Ready,
+        };
         let (mut applied, mut unchanged, mut rejected) = (0, 0, 0);
         for outcome in &outcomes {
             match outcome {
@@ -409,7 +476,7 @@ impl Node {
             self.journal_changes(&events, now).await;
             self.fan_out(events, writer, seq, now).await;
         }
-        outcomes
+        (outcomes, ticket)
     }
 
     /// Encodes each event once and sends every interested shard the frames it needs, in one hop.
@@ -514,6 +581,12 @@ impl Node {
     /// Applies a connection's ops: split by owner, applied in parallel on every owner, outcomes
     /// returned in the ops' original order.
     pub async fn apply_batch(&self, ops: Vec<ClientOp>, writer: ConnRef) -> Vec<OpOutcome> {
+        self.apply_batch_durable(ops, writer, false).await.0
+    }
+
+    /// `apply_batch`; with `persist`, also waits until every owner involved reports the batch's
+    /// records durable (an fdatasync covered them), or fails with the reason one will not.
+    pub async fn apply_batch_durable(&self, ops: Vec<ClientOp>, writer: ConnRef, persist: bool) -> (Vec<OpOutcome>, Result<(), Arc<str>>) {
         let op_count = ops.len();
         let shard_count = self.shard_count();
         let mut parts: Vec<(Vec<usize>, Vec<ClientOp>)> = (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
@@ -523,24 +596,41 @@ impl Node {
             parts[owner].1.push(op);
         }
         let mut positions = Vec::new();
+        let mut owners = Vec::new();
         let mut calls = Vec::new();
         for (shard, (indexes, part)) in parts.into_iter().enumerate() {
             if part.is_empty() {
                 continue;
             }
             positions.push(indexes);
-            calls.push(self.mesh.call(ShardId(shard as u16), Hop::Apply { ops: part, writer }));
+            owners.push(ShardId(shard as u16));
+            calls.push(self.mesh.call(ShardId(shard as u16), Hop::Apply { ops: part, writer, persist }));
         }
         let replies = futures_util::future::join_all(calls).await;
         let mut outcomes = vec![OpOutcome::Unchanged; op_count];
-        for (indexes, reply) in positions.into_iter().zip(replies) {
-            let HopReply::Applied(part_outcomes) = reply else { unreachable!("Apply is answered with Applied") };
+        let mut tickets = Vec::with_capacity(owners.len());
+        for ((indexes, reply), owner) in positions.into_iter().zip(replies).zip(owners) {
+            let HopReply::Applied(part_outcomes, ticket) = reply else { unreachable!("Apply is answered with Applied") };
+            tickets.push((owner, ticket));
             assert_eq!(indexes.len(), part_outcomes.len(), "one outcome per op");
             for (index, outcome) in indexes.into_iter().zip(part_outcomes) {
                 outcomes[index] = outcome;
             }
         }
-        outcomes
+        let mut durable = Ok(());
+        if persist {
+            for (owner, ticket) in tickets {
+                let result = match ticket {
+                    Ticket::Ready => Ok(()),
+                    Ticket::Failed(reason) => Err(reason),
+                    Ticket::Wait(position) => self.durability.wait(owner, position).await,
+                };
+                if let Err(reason) = result {
+                    durable = Err(reason);
+                }
+            }
+        }
+        (outcomes, durable)
     }
 
     /// Gathers the best rows of `map` for `query` from every shard, registering the live
@@ -833,6 +923,9 @@ impl Node {
         stats.live_searches = self.live_searches.borrow().len() as u64;
         (stats.locks_held, stats.lock_waiters, stats.journal_events) = self.coord.gauges();
         stats.mesh = self.mesh.stats().into();
+        if let Some(store) = self.store.get() {
+            stats.storage = store.stats();
+        }
         stats
     }
 
@@ -969,7 +1062,14 @@ fn server_event_message(event: &ChangeEvent) -> ServerMessage {
 impl MeshHandler<Hop, HopReply> for Node {
     async fn handle(&self, _from: ShardId, request: Hop) -> Option<HopReply> {
         match request {
-            Hop::Apply { ops, writer } => Some(HopReply::Applied(self.apply_local(ops, writer).await)),
+            Hop::Apply { ops, writer, persist } => {
+                let (outcomes, ticket) = self.apply_local(ops, writer, persist).await;
+                Some(HopReply::Applied(outcomes, ticket))
+            }
+            Hop::Durable { owner, durable, failed } => {
+                self.durability.update(owner, durable, failed);
+                None
+            }
             Hop::Snapshot { register, map, query, cursor } => {
                 if let Some(sub) = register {
                     self.index.borrow_mut().register(sub, Arc::clone(&map), Arc::clone(&query), Arc::clone(&cursor));

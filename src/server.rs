@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use futures_util::SinkExt;
 use glommio::net::{TcpListener, TcpStream};
 use shardgrid_shards::{run_shards, MeshBuilder, RuntimeConfig, ShardContext, ShardId, Shutdown};
 
-use crate::cli::Config;
+use crate::cli::{Config, StorageMode};
 use crate::limits::{HTTP_HEAD_TIMEOUT_MS, PEER_QUEUE_DEPTH, RING_DEPTH_DEFAULT, SHUTDOWN_DRAIN_MS, TIMEOUT_SWEEP_INTERVAL_MS};
 use crate::net::http;
 use crate::net::outbox::{CloseReason, Outbox};
@@ -43,10 +43,14 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("the shards stopped before they all listened")]
     StartupAborted,
+    #[error("storage: {0}")]
+    Storage(#[from] crate::persist::StorageError),
 }
 
 /// What a shard tells the main thread during start-up.
 enum Startup {
+    /// The shard's log is recovered (disk backend); it waits for the layout to be recorded.
+    Recovered,
     Listening { port: u16 },
     Failed(ServerError),
 }
@@ -63,10 +67,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let mesh_ends = MeshBuilder::new::<Hop, HopReply>(shard_count, PEER_QUEUE_DEPTH);
     let chosen_port = Arc::new(AtomicU16::new(0));
     let (startup_sender, startup_receiver) = mpsc::channel::<Startup>();
+    // Storage comes after the shards and before the network: the data directory is locked and
+    // its layout read here; each shard recovers its log before it binds the port.
+    let plan = match &config.storage {
+        StorageMode::Disk(disk) => Some(Arc::new(crate::persist::prepare(&config.data_dir, disk.clone(), shard_count as u16)?)),
+        StorageMode::Memory => None,
+    };
+    let layout_recorded = Arc::new(AtomicBool::new(plan.is_none()));
 
     let runtime_thread = {
         let shutdown = shutdown.clone();
         let config = Arc::clone(&config);
+        let plan = plan.clone();
+        let layout_recorded = Arc::clone(&layout_recorded);
         std::thread::Builder::new()
             .name("shards".into())
             .spawn(move || {
@@ -74,9 +87,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                     let config = Arc::clone(&config);
                     let chosen_port = Arc::clone(&chosen_port);
                     let startup = startup_sender.clone();
+                    let plan = plan.clone();
+                    let layout_recorded = Arc::clone(&layout_recorded);
                     async move {
                         let mesh = ends.join().await;
                         let node = Node::new(context.shard, config, mesh);
+                        if let Some(plan) = plan {
+                            if !start_storage(&node, &plan, &context, &layout_recorded, &startup).await {
+                                return;
+                            }
+                        }
                         serve_shard(node, context, chosen_port, startup).await;
                     }
                 })
@@ -85,10 +105,24 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     };
 
     let mut listening = 0;
+    let mut recovered = 0;
     let mut port = 0;
     let mut failure = None;
     while listening < shard_count {
         match startup_receiver.recv() {
+            Ok(Startup::Recovered) => {
+                recovered += 1;
+                if recovered == shard_count {
+                    if let Some(plan) = &plan {
+                        // Every shard holds its records in the new layout: record it.
+                        if let Err(error) = crate::persist::commit(plan) {
+                            failure = Some(ServerError::Storage(error));
+                            break;
+                        }
+                    }
+                    layout_recorded.store(true, Ordering::Release);
+                }
+            }
             Ok(Startup::Listening { port: shard_port }) => {
                 listening += 1;
                 port = shard_port;
@@ -119,6 +153,42 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Ok(result) => result.map_err(ServerError::from),
         Err(_) => Err(ServerError::StartupAborted),
     }
+}
+
+/// Recovers this shard's log into its node, waits until every shard has and the layout is
+/// recorded, then starts the flusher and compaction tasks. Returns false (after telling the
+/// main thread why) when the shard must not go on.
+async fn start_storage(node: &Rc<Node>, plan: &crate::persist::StoragePlan, context: &ShardContext, layout_recorded: &AtomicBool, startup: &mpsc::Sender<Startup>) -> bool {
+    let mut data = crate::shard::ShardData::new(&node.config.node_id);
+    let recovered = match crate::persist::recover::recover_shard(plan, context.shard, &node.table, &mut data, wall_ms()) {
+        Ok(recovered) => recovered,
+        Err(error) => {
+            let _ = startup.send(Startup::Failed(ServerError::Storage(error)));
+            return false;
+        }
+    };
+    let summary = &recovered.summary;
+    tracing::info!(
+        shard = %context.shard,
+        segments = summary.segments,
+        records = summary.records,
+        bytes = summary.bytes,
+        taken_over = summary.records_taken_over,
+        elapsed_ms = summary.elapsed_ms,
+        "recovered"
+    );
+    let store = Rc::new(crate::persist::ShardStore::new(context.shard, context.shard_count, plan.disk.clone(), recovered));
+    node.install_storage(data, Rc::clone(&store));
+    let _ = startup.send(Startup::Recovered);
+    while !layout_recorded.load(Ordering::Acquire) {
+        if context.shutdown.is_requested() {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    glommio::spawn_local(crate::persist::ShardStore::run_flusher(Rc::clone(node), Rc::clone(&store))).detach();
+    glommio::spawn_local(crate::persist::ShardStore::run_compaction(Rc::clone(node), store)).detach();
+    true
 }
 
 /// One shard's life: listen, accept until shutdown, drain.
@@ -191,6 +261,10 @@ async fn serve_shard(node: Rc<Node>, context: ShardContext, chosen_port: Arc<Ato
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(sweeper);
+    if let Some(store) = node.store() {
+        // Everything appended is written and fdatasynced before the shard stops.
+        store.close().await;
+    }
     drop(coord_timer);
     tracing::info!(shard = %context.shard, "stopped");
 }

@@ -105,10 +105,27 @@ fn cli_refuses_no_secret_and_no_no_auth() {
     assert_refused(&["--cores", "0"], &[], "--jwt-secret");
 }
 
-// Goal: --storage disk is refused in this version, saying so (nothing would be persisted).
+// Goal: --storage disk (the default backend) starts, in the directory --data-dir names. The
+// spec changed from "refused" when the disk backend landed (tests/durability.rs covers it).
 #[test]
-fn cli_refuses_disk_storage() {
-    assert_refused(&["--cores", "0", "--no-auth", "--storage", "disk"], &[], "disk");
+fn cli_accepts_disk_storage() {
+    let data_dir = TempDir::new("lifecycle-disk");
+    let server = Server::start(&["--cores", "0", "--no-auth", "--storage", "disk", "--data-dir", data_dir.arg()]);
+    assert!(data_dir.path().join("LAYOUT").exists(), "the data directory is initialised");
+    assert!(server.terminate().success());
+}
+
+// Goal: a --fsync policy that is not always, never or batch:<ms> (ms > 0) is refused.
+#[test]
+fn cli_refuses_a_bad_fsync_policy() {
+    assert_refused(&["--cores", "0", "--no-auth", "--fsync", "sometimes"], &[], "--fsync");
+    assert_refused(&["--cores", "0", "--no-auth", "--fsync", "batch:0"], &[], "--fsync");
+}
+
+// Goal: a segment size that is not a multiple of 4096 within bounds is refused.
+#[test]
+fn cli_refuses_a_bad_segment_size() {
+    assert_refused(&["--cores", "0", "--no-auth", "--segment-bytes", "1000"], &[], "--segment-bytes");
 }
 
 // Goal: --max-frame-bytes below the 2 MiB floor is refused (frames up to 2 MiB are always

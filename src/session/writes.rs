@@ -1,6 +1,9 @@
 //! The write family: `CLIENT_OP` and `OP_BATCH` (PROTOCOL §4.2, DECISIONS §1, §2, §4.6).
 //! Ops are routed to the owner shard of each key's partition, applied there in parallel, and
-//! acknowledged once with one `OP_ACK`; refused ops get an `OP_REJECTED` first.
+//! acknowledged once with one `OP_ACK`; refused ops get an `OP_REJECTED` first. A batch that
+//! asks for `PERSISTED` (op- or batch-level) is acknowledged only once every owner involved has
+//! fdatasynced its records, and then says `PERSISTED`; if that fails, its ops say so
+//! (`success: false`) and it is never acknowledged as persisted.
 
 use std::sync::Arc;
 
@@ -10,9 +13,9 @@ use crate::model::WriteConcern;
 use crate::protocol::{ClientMessage, ClientOp, OpKind, OpResult, ServerMessage};
 use crate::shard::OpOutcome;
 
-/// The level every applied write reaches with the memory backend. `PERSISTED` is never
-/// claimed (DECISIONS §4.6).
-const ACHIEVED_LEVEL: WriteConcern = WriteConcern::Applied;
+/// The level every applied write reaches without a durable log. `PERSISTED` is claimed only
+/// after an fdatasync covered the batch (DECISIONS §4.6).
+const APPLIED_LEVEL: WriteConcern = WriteConcern::Applied;
 
 /// Why an op is refused before it is routed, if it is: (reason, code).
 fn check_op(op: &ClientOp, value_bytes_max: usize) -> Result<(), (String, u16)> {
@@ -73,12 +76,21 @@ impl Session {
         for map in &maps {
             self.add_interest(map).await;
         }
+        // Waiting on the disk only makes sense where the disk is synced: with the memory
+        // backend or --fsync never, PERSISTED is answered with APPLIED at once.
+        let wants_persisted =
+            self.node.persists() && receipts.iter().any(|(_, concern)| *concern == Some(WriteConcern::Persisted));
+        let mut durable: Result<(), Arc<str>> = Ok(());
         if !routed.is_empty() {
-            let applied = self.node.apply_batch(routed, self.conn_ref()).await;
+            let (applied, durability) = self.node.apply_batch_durable(routed, self.conn_ref(), wants_persisted).await;
+            durable = durability;
             for (position, outcome) in routed_positions.into_iter().zip(applied) {
                 outcomes[position] = Some(outcome);
             }
         }
+        // Replies were decided above but go out only now: after the fdatasync, so a client never
+        // sees PERSISTED for a record a crash could still take back.
+        let achieved = if wants_persisted && durable.is_ok() { WriteConcern::Persisted } else { APPLIED_LEVEL };
 
         // Conflict resolvers (`scripting`): a rejected write is told so with MERGE_REJECTED (and
         // still acknowledged below, so the client stops re-sending it); a merged one is sent
@@ -97,7 +109,11 @@ impl Session {
                 }
                 OpOutcome::Merged(merged) => {
                     let body = crate::protocol::ServerEventBody::Lww(merged.record.clone());
-                    let event = crate::protocol::ServerEvent { map_name: merged.map_name.clone(), key: merged.key.clone(), body };
+                    let event = crate::protocol::ServerEvent {
+                        map_name: merged.map_name.clone(),
+                        key: merged.key.clone(),
+                        body,
+                    };
                     self.send(&ServerMessage::ServerEvent(event));
                 }
                 _ => {}
@@ -109,24 +125,51 @@ impl Session {
             let op_id_text = op_id.clone().unwrap_or_else(|| "unknown".to_string());
             match &outcome {
                 OpOutcome::Rejected { reason, code } => {
-                    self.send(&ServerMessage::OpRejected { op_id: op_id_text.clone(), reason: reason.clone(), code: Some(*code) });
+                    self.send(&ServerMessage::OpRejected {
+                        op_id: op_id_text.clone(),
+                        reason: reason.clone(),
+                        code: Some(*code),
+                    });
                     if concern.is_some() {
-                        results.push(OpResult { op_id: op_id_text, success: false, achieved_level: ACHIEVED_LEVEL, error: Some(reason.clone()) });
+                        results.push(OpResult {
+                            op_id: op_id_text,
+                            success: false,
+                            achieved_level: APPLIED_LEVEL,
+                            error: Some(reason.clone()),
+                        });
                     }
                 }
                 OpOutcome::MergeRejected(rejection) => {
                     if concern.is_some() {
                         let error = Some(format!("rejected by a conflict resolver: {}", rejection.reason));
-                        results.push(OpResult { op_id: op_id_text, success: false, achieved_level: WriteConcern::Applied, error });
+                        results.push(OpResult {
+                            op_id: op_id_text,
+                            success: false,
+                            achieved_level: WriteConcern::Applied,
+                            error,
+                        });
                     }
                 }
-                OpOutcome::Applied | OpOutcome::Unchanged | OpOutcome::Merged(_) => {
-                    if concern.is_some() {
-                        results.push(OpResult { op_id: op_id_text, success: true, achieved_level: ACHIEVED_LEVEL, error: None });
+                OpOutcome::Applied | OpOutcome::Unchanged | OpOutcome::Merged(_) => match (&durable, concern) {
+                    (Err(reason), Some(WriteConcern::Persisted)) => {
+                        let error = format!("applied but not persisted: {reason}");
+                        results.push(OpResult {
+                            op_id: op_id_text,
+                            success: false,
+                            achieved_level: APPLIED_LEVEL,
+                            error: Some(error),
+                        });
                     }
-                }
+                    (_, Some(_)) => results.push(OpResult {
+                        op_id: op_id_text,
+                        success: true,
+                        achieved_level: achieved,
+                        error: None,
+                    }),
+                    (_, None) => {}
+                },
             }
         }
-        self.send(&ServerMessage::OpAck { last_id, achieved_level: Some(ACHIEVED_LEVEL), results });
+        self.send(&ServerMessage::OpAck { last_id, achieved_level: Some(achieved), results });
     }
 }

@@ -14,8 +14,8 @@ use crate::model::{LwwRecord, OrRecord, Timestamp, ValueBytes};
 use crate::protocol::{ClientOp, OpKind};
 use crate::query::{Query, ResolvedCursor};
 use crate::search::index::SearchIndex;
-use crate::shard::sync::SyncIndexes;
 use crate::search::{Hit, TermStats};
+use crate::shard::sync::SyncIndexes;
 
 /// What happened to one op on its owner shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +71,9 @@ pub enum Change {
     /// Carries the tombstone record (DECISIONS §3.1).
     Remove(LwwRecord),
     OrAdd(OrRecord),
-    OrRemove { tag: String },
+    OrRemove {
+        tag: String,
+    },
 }
 
 /// One row of a query snapshot: a live record's key and decoded value.
@@ -164,7 +166,10 @@ impl ShardData {
                 let map = self.map_name(&map_name);
                 let or_map = self.or.entry(Arc::clone(&map)).or_default();
                 match or_map.add(&key, record.clone()) {
-                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrAdd(record), previous: None })),
+                    OrChange::Changed => (
+                        OpOutcome::Applied,
+                        Some(ChangeEvent { map, key, change: Change::OrAdd(record), previous: None }),
+                    ),
                     OrChange::Unchanged => (OpOutcome::Unchanged, None),
                 }
             }
@@ -172,7 +177,10 @@ impl ShardData {
                 let map = self.map_name(&map_name);
                 let or_map = self.or.entry(Arc::clone(&map)).or_default();
                 match or_map.remove(&key, &tag) {
-                    OrChange::Changed => (OpOutcome::Applied, Some(ChangeEvent { map, key, change: Change::OrRemove { tag }, previous: None })),
+                    OrChange::Changed => (
+                        OpOutcome::Applied,
+                        Some(ChangeEvent { map, key, change: Change::OrRemove { tag }, previous: None }),
+                    ),
                     OrChange::Unchanged => (OpOutcome::Unchanged, None),
                 }
             }
@@ -180,7 +188,13 @@ impl ShardData {
         }
     }
 
-    fn merge_lww(&mut self, map_name: &str, key: String, record: LwwRecord, wall_ms: u64) -> (OpOutcome, Option<ChangeEvent>) {
+    fn merge_lww(
+        &mut self,
+        map_name: &str,
+        key: String,
+        record: LwwRecord,
+        wall_ms: u64,
+    ) -> (OpOutcome, Option<ChangeEvent>) {
         let map = self.map_name(map_name);
         let lww = self.lww.entry(Arc::clone(&map)).or_default();
         match lww.merge(&key, record.clone()) {
@@ -250,6 +264,65 @@ impl ShardData {
     /// Live keys over all maps, for statistics.
     pub fn record_count(&self) -> usize {
         self.lww.values().map(LwwMap::len).sum()
+    }
+
+    /// Installs one record recovered from this shard's log, as `apply` would merge it but
+    /// without an event and without the drift check (the record was admitted when it was
+    /// written; refusing it now would lose it). Feeds the clock, so server timestamps stay
+    /// ahead of everything stored. Returns whether the record is now the current state (a
+    /// record that loses its merge is superseded on disk too).
+    pub fn install(&mut self, map_name: &str, key: &str, change: Change, wall_ms: u64) -> bool {
+        if let Change::Put(record) | Change::Remove(record) = &change {
+            // A clock far behind the stored timestamp only means later server stamps lag it.
+            let _ = self.hlc.update(&record.timestamp, wall_ms);
+        }
+        let map = self.map_name(map_name);
+        let event = match change {
+            Change::Put(record) | Change::Remove(record) => self.merge_lww(&map, key.to_string(), record, wall_ms).1,
+            Change::OrAdd(record) => {
+                let _ = self.hlc.update(&record.timestamp, wall_ms);
+                let changed = self.or.entry(Arc::clone(&map)).or_default().add(key, record.clone()).is_changed();
+                changed.then(|| ChangeEvent {
+                    map,
+                    key: key.to_string(),
+                    change: Change::OrAdd(record),
+                    previous: None,
+                })
+            }
+            Change::OrRemove { tag } => {
+                let changed = self.or.entry(Arc::clone(&map)).or_default().remove(key, &tag).is_changed();
+                changed.then(|| ChangeEvent {
+                    map,
+                    key: key.to_string(),
+                    change: Change::OrRemove { tag },
+                    previous: None,
+                })
+            }
+        };
+        // The sync indexes (Merkle leaves, change order) cover recovered records like applied ones.
+        if let Some(event) = &event {
+            self.track_sync(event, wall_ms);
+        }
+        event.is_some()
+    }
+
+    /// Whether the LWW record of `map`/`key` is the one stamped `timestamp` (and a tombstone
+    /// exactly when `tombstone`): compaction keeps a stored record only while it is current.
+    pub fn lww_is_current(&self, map: &str, key: &str, timestamp: (u64, u32, &str), tombstone: bool) -> bool {
+        let Some(record) = self.lww.get(map).and_then(|records| records.get(key)) else { return false };
+        let (millis, counter, node_id) = timestamp;
+        record.is_tombstone() == tombstone
+            && record.timestamp.millis == millis
+            && record.timestamp.counter == counter
+            && record.timestamp.node_id == node_id
+    }
+
+    /// Whether the OR record of `map`/`key` with `tag` is present (not removed) and stamped
+    /// `timestamp`.
+    pub fn or_is_current(&self, map: &str, key: &str, tag: &str, timestamp: (u64, u32, &str)) -> bool {
+        let Some(record) = self.or.get(map).and_then(|or_map| or_map.get(key, tag)) else { return false };
+        let (millis, counter, node_id) = timestamp;
+        record.timestamp.millis == millis && record.timestamp.counter == counter && record.timestamp.node_id == node_id
     }
 }
 

@@ -144,6 +144,13 @@ impl Server {
 fn server_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shardgrid"));
     command.args(["--port", "0", "--host", "127.0.0.1"]).args(args);
+    // Disk is the default backend; a test that names no data directory runs in memory, so
+    // tests never share (or leave behind) a ./shardgrid-data.
+    let storage_chosen = args.iter().any(|arg| *arg == "--storage" || *arg == "--data-dir")
+        || env.iter().any(|(name, _)| *name == "STORAGE_BACKEND");
+    if !storage_chosen {
+        command.args(["--storage", "memory"]);
+    }
     for name in ["JWT_SECRET", "STORAGE_BACKEND", "TOPGUN_NO_AUTH", "PORT", "HOST", "NODE_ID", "DATA_DIR"] {
         command.env_remove(name);
     }
@@ -387,7 +394,11 @@ pub fn get<'a>(value: &'a Value, path: &str) -> &'a Value {
     let mut current = value;
     for part in path.split('.') {
         current = match current {
-            Value::Map(entries) => entries.iter().find(|(key, _)| key.as_str() == Some(part)).map(|(_, value)| value).unwrap_or(&Value::Nil),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(key, _)| key.as_str() == Some(part))
+                .map(|(_, value)| value)
+                .unwrap_or(&Value::Nil),
             Value::Array(items) => part.parse::<usize>().ok().and_then(|index| items.get(index)).unwrap_or(&Value::Nil),
             _ => &Value::Nil,
         };
@@ -447,4 +458,57 @@ pub fn batch_envelope(messages: &[Value]) -> Value {
         data.extend_from_slice(&bytes);
     }
     msg("BATCH", vec![("count", Value::from(messages.len())), ("data", Value::Binary(data))])
+}
+
+/// A fresh directory under the system temp directory, removed (with its contents) on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("shardgrid-test-{name}-{}-{unique}-{}", std::process::id(), now_ms()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    /// Starts the server on the disk backend in `data_dir`, with `args` after
+    /// `--no-auth --data-dir <dir>`.
+    pub fn on_disk(data_dir: &TempDir, args: &[&str]) -> Server {
+        let mut all = vec!["--no-auth", "--data-dir", data_dir.arg()];
+        all.extend_from_slice(args);
+        Server::start(&all)
+    }
+
+    /// Kills the process with SIGKILL (no flush, no drain) and reaps it.
+    pub fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A connection to a `--no-auth` server (AUTH_REQUIRED is not sent there).
+pub fn no_auth_client(port: u16) -> Client {
+    Client::connect(port, "/ws")
 }
