@@ -14,7 +14,11 @@ use crate::acl::{Acl, Policy};
 use crate::limits;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "shardgrid", version, about = "A thread-per-core real-time data grid speaking the TopGun client protocol")]
+#[command(
+    name = "shardgrid",
+    version,
+    about = "A thread-per-core real-time data grid speaking the TopGun client protocol"
+)]
 pub struct Args {
     /// CPUs to run shards on, one shard per CPU: a list of numbers and ranges like `0-3,6`.
     /// Default: every CPU this process may use.
@@ -213,7 +217,10 @@ pub enum ConfigError {
     BadSegmentBytes { got: u64, min: u64, max: u64 },
     #[error("--compaction-live-fraction must be between 0 and 1, got {0}")]
     BadLiveFraction(f64),
-    #[error("--max-frame-bytes must be at least {} (frames up to 2 MiB are always accepted)", limits::FRAME_BYTES_FLOOR)]
+    #[error(
+        "--max-frame-bytes must be at least {} (frames up to 2 MiB are always accepted)",
+        limits::FRAME_BYTES_FLOOR
+    )]
     FrameLimitTooSmall,
     #[error("--node-id must be non-empty lowercase letters and digits ([a-z0-9]+), got {0:?}")]
     BadNodeId(String),
@@ -261,7 +268,8 @@ impl Args {
         let file_secret = match &self.jwt_secret_file {
             Some(path) => {
                 let shown = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile { path: shown.clone(), source })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::SecretFile { path: shown.clone(), source })?;
                 let secret = text.trim().to_string();
                 if secret.is_empty() {
                     return Err(ConfigError::EmptySecretFile(shown));
@@ -285,13 +293,23 @@ impl Args {
             let fsync = shardgrid_storage::FsyncPolicy::parse(&self.fsync, limits::FSYNC_NEVER_WRITE_INTERVAL_MS)
                 .ok_or_else(|| ConfigError::BadFsync(self.fsync.clone()))?;
             let segment_bytes = self.segment_bytes;
-            if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment_bytes) || segment_bytes % SEGMENT_BYTES_ALIGN != 0 {
-                return Err(ConfigError::BadSegmentBytes { got: segment_bytes, min: SEGMENT_BYTES_MIN, max: SEGMENT_BYTES_MAX });
+            if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment_bytes)
+                || segment_bytes % SEGMENT_BYTES_ALIGN != 0
+            {
+                return Err(ConfigError::BadSegmentBytes {
+                    got: segment_bytes,
+                    min: SEGMENT_BYTES_MIN,
+                    max: SEGMENT_BYTES_MAX,
+                });
             }
             if !(0.0..=1.0).contains(&self.compaction_live_fraction) {
                 return Err(ConfigError::BadLiveFraction(self.compaction_live_fraction));
             }
-            let io = if self.storage_io == "dma" { crate::persist::StorageIo::Dma } else { crate::persist::StorageIo::Buffered };
+            let io = if self.storage_io == "dma" {
+                crate::persist::StorageIo::Dma
+            } else {
+                crate::persist::StorageIo::Buffered
+            };
             Ok(StorageMode::Disk(crate::persist::DiskConfig {
                 fsync,
                 repair: self.repair,

@@ -21,20 +21,22 @@ use shardgrid_shards::{Mesh, MeshHandler, PartitionId, PartitionTable, ShardId};
 
 use crate::auth::TokenVerifier;
 use crate::cli::{AuthMode, Config};
+use crate::coord::service::{CoordHop, CoordReply, CoordState};
 use crate::hash::partition_of;
-use crate::net::outbox::{CloseReason, Outbox};
 use crate::live::index::SubscriptionIndex;
 use crate::live::window::LiveQuery;
 use crate::live::{evaluate_event, live_value, QueryUpdate, SubChange, SubKey};
+use crate::net::outbox::{CloseReason, Outbox};
+use crate::persist::{DurabilityWatch, ShardStore, Ticket};
+use crate::protocol::{
+    encode, ChangeType, ClientOp, EntryProcessResult, ResolverInfo, ServerEvent, ServerEventBody, ServerMessage,
+};
+use crate::query::{project, Page, Query, ResolvedCursor};
+use crate::scripting::resolvers::{MapResolvers, ResolverChange};
+use crate::scripting::{Processed, ProcessorCall, Scripting};
 use crate::search::coordinator::LiveSearch;
 use crate::search::subscriptions::{SearchChange, SearchSpec, SearchSubscriptions};
 use crate::search::{Hit, TermStats};
-use crate::protocol::{encode, ChangeType, ClientOp, EntryProcessResult, ResolverInfo, ServerEvent, ServerEventBody, ServerMessage};
-use crate::query::{project, Page, Query, ResolvedCursor};
-use crate::coord::service::{CoordHop, CoordReply, CoordState};
-use crate::persist::{DurabilityWatch, ShardStore, Ticket};
-use crate::scripting::resolvers::{MapResolvers, ResolverChange};
-use crate::scripting::{ProcessorCall, Processed, Scripting};
 use crate::shard::interest::Announce;
 use crate::shard::{Change, ChangeEvent, ConnId, ConnRef, Interest, OpOutcome, Row, ShardData};
 pub use sync::{SyncHop, SyncReply, NO_CONNECTION};
@@ -46,7 +48,11 @@ pub enum Hop {
     Apply { ops: Vec<ClientOp>, writer: ConnRef, persist: bool },
     /// `owner`'s log is durable up to `durable`; with `failed`, positions up to the first
     /// will not become durable, for the reason given (`persist::watch`). No reply.
-    Durable { owner: ShardId, durable: shardgrid_storage::LogPosition, failed: Option<(shardgrid_storage::LogPosition, Arc<str>)> },
+    Durable {
+        owner: ShardId,
+        durable: shardgrid_storage::LogPosition,
+        failed: Option<(shardgrid_storage::LogPosition, Arc<str>)>,
+    },
     /// Gather the live rows of `map` matching `query` after `cursor`, at most one more than
     /// the query's page size; with `register`, also register that live subscription, in the
     /// same step so no write falls between the two. Replies `Rows`.
@@ -58,7 +64,12 @@ pub enum Hop {
     /// Deliver these encoded `SERVER_EVENT` frames to local connections interested in each map,
     /// except the writer, and these live-query and live-search changes to local subscriptions.
     /// No reply.
-    Deliver { frames: Vec<(Arc<str>, Bytes)>, writer: ConnRef, changes: Vec<SubChange>, search_changes: Vec<SearchSubChange> },
+    Deliver {
+        frames: Vec<(Arc<str>, Bytes)>,
+        writer: ConnRef,
+        changes: Vec<SubChange>,
+        search_changes: Vec<SearchSubChange>,
+    },
     /// This shard's share of `map`'s search statistics for `terms` (indexing the map on first
     /// use). Replies `SearchStats`.
     SearchStats { map: Arc<str>, terms: Arc<Vec<String>> },
@@ -87,10 +98,16 @@ pub enum HopReply {
     /// Outcomes in op order, and what to wait for before acknowledging them as persisted.
     Applied(Vec<OpOutcome>, Ticket),
     /// Snapshot rows and the owner's write sequence when it took them.
-    Rows { rows: Vec<Row>, seq: u64 },
+    Rows {
+        rows: Vec<Row>,
+        seq: u64,
+    },
     SearchStats(TermStats),
     /// Search hits and the owner's write sequence when it scored them.
-    Hits { hits: Vec<Hit>, seq: u64 },
+    Hits {
+        hits: Vec<Hit>,
+        seq: u64,
+    },
     Processed(Vec<EntryProcessResult>),
     /// The map's new resolver list, or why the change was refused.
     Resolvers(Result<MapResolvers, String>),
@@ -148,7 +165,11 @@ pub struct MeshStatsCopy {
 
 impl From<MeshStats> for MeshStatsCopy {
     fn from(stats: MeshStats) -> Self {
-        MeshStatsCopy { hops_sent: stats.hops_sent, hops_received: stats.hops_received, queue_full_waits: stats.queue_full_waits }
+        MeshStatsCopy {
+            hops_sent: stats.hops_sent,
+            hops_received: stats.hops_received,
+            queue_full_waits: stats.queue_full_waits,
+        }
     }
 }
 
@@ -247,7 +268,10 @@ struct LiveEntry {
 
 /// Milliseconds since the Unix epoch.
 pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Node {
@@ -421,7 +445,8 @@ impl Node {
             store.wait_for_room().await;
             if let Err(reason) = store.writable() {
                 // Refused before anything is applied, so nothing changes that is not logged.
-                let refused: Vec<OpOutcome> = ops.iter().map(|_| OpOutcome::Rejected { reason: reason.to_string(), code: 503 }).collect();
+                let refused: Vec<OpOutcome> =
+                    ops.iter().map(|_| OpOutcome::Rejected { reason: reason.to_string(), code: 503 }).collect();
                 self.bump(|stats| stats.ops_rejected += refused.len() as u64);
                 return (refused, Ticket::Failed(reason));
             }
@@ -439,7 +464,10 @@ impl Node {
                 debug_assert_eq!(self.owner_of(&op.key), self.shard, "ops are routed to their owner");
                 if let Some(store) = &store {
                     if !crate::persist::record_fits(&op, store.framed_bytes_max()) {
-                        let reason = format!("record too large for a storage segment of {} bytes (--segment-bytes)", store.framed_bytes_max());
+                        let reason = format!(
+                            "record too large for a storage segment of {} bytes (--segment-bytes)",
+                            store.framed_bytes_max()
+                        );
                         outcomes.push(OpOutcome::Rejected { reason, code: 413 });
                         continue;
                     }
@@ -586,7 +614,12 @@ impl Node {
 
     /// `apply_batch`; with `persist`, also waits until every owner involved reports the batch's
     /// records durable (an fdatasync covered them), or fails with the reason one will not.
-    pub async fn apply_batch_durable(&self, ops: Vec<ClientOp>, writer: ConnRef, persist: bool) -> (Vec<OpOutcome>, Result<(), Arc<str>>) {
+    pub async fn apply_batch_durable(
+        &self,
+        ops: Vec<ClientOp>,
+        writer: ConnRef,
+        persist: bool,
+    ) -> (Vec<OpOutcome>, Result<(), Arc<str>>) {
         let op_count = ops.len();
         let shard_count = self.shard_count();
         let mut parts: Vec<(Vec<usize>, Vec<ClientOp>)> = (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
@@ -610,7 +643,9 @@ impl Node {
         let mut outcomes = vec![OpOutcome::Unchanged; op_count];
         let mut tickets = Vec::with_capacity(owners.len());
         for ((indexes, reply), owner) in positions.into_iter().zip(replies).zip(owners) {
-            let HopReply::Applied(part_outcomes, ticket) = reply else { unreachable!("Apply is answered with Applied") };
+            let HopReply::Applied(part_outcomes, ticket) = reply else {
+                unreachable!("Apply is answered with Applied")
+            };
             tickets.push((owner, ticket));
             assert_eq!(indexes.len(), part_outcomes.len(), "one outcome per op");
             for (index, outcome) in indexes.into_iter().zip(part_outcomes) {
@@ -636,10 +671,21 @@ impl Node {
     /// Gathers the best rows of `map` for `query` from every shard, registering the live
     /// subscription `register` on each at the same time. Returns the rows and each shard's
     /// write sequence at its snapshot.
-    async fn gather(&self, register: Option<SubKey>, map: &Arc<str>, query: &Arc<Query>, cursor: &Arc<ResolvedCursor>) -> (Vec<Row>, Vec<u64>) {
+    async fn gather(
+        &self,
+        register: Option<SubKey>,
+        map: &Arc<str>,
+        query: &Arc<Query>,
+        cursor: &Arc<ResolvedCursor>,
+    ) -> (Vec<Row>, Vec<u64>) {
         let calls: Vec<_> = (0..self.shard_count())
             .map(|shard| {
-                let hop = Hop::Snapshot { register, map: Arc::clone(map), query: Arc::clone(query), cursor: Arc::clone(cursor) };
+                let hop = Hop::Snapshot {
+                    register,
+                    map: Arc::clone(map),
+                    query: Arc::clone(query),
+                    cursor: Arc::clone(cursor),
+                };
                 self.mesh.call(ShardId(shard as u16), hop)
             })
             .collect();
@@ -737,7 +783,8 @@ impl Node {
                 (Some(bytes), Some(fields)) => {
                     let decoded = rmpv::decode::read_value(&mut &bytes[..]).unwrap_or(rmpv::Value::Nil);
                     let mut projected = Vec::new();
-                    rmpv::encode::write_value(&mut projected, &project(&decoded, fields)).expect("writing to a Vec cannot fail");
+                    rmpv::encode::write_value(&mut projected, &project(&decoded, fields))
+                        .expect("writing to a Vec cannot fail");
                     Some(Bytes::from(projected))
                 }
                 (value, _) => value,
@@ -778,9 +825,12 @@ impl Node {
         }
         glommio::spawn_local(async move {
             loop {
-                let Some((map, query, cursor)) = node.live.borrow().get(&local).map(|entry| {
-                    (Arc::clone(&entry.map), Arc::clone(&entry.query), Arc::clone(&entry.cursor))
-                }) else {
+                let Some((map, query, cursor)) = node
+                    .live
+                    .borrow()
+                    .get(&local)
+                    .map(|entry| (Arc::clone(&entry.map), Arc::clone(&entry.query), Arc::clone(&entry.cursor)))
+                else {
                     return;
                 };
                 let (rows, seqs) = node.gather(None, &map, &query, &cursor).await;
@@ -802,10 +852,20 @@ impl Node {
     /// Runs a full-text search over every shard: global statistics first, then each shard's
     /// best hits scored with them, merged by score (ties by key). With `register`, each shard
     /// also registers the live search. Returns the hits and each shard's write sequence.
-    async fn search_all(&self, map: &Arc<str>, terms: Vec<String>, limit: usize, min_score: f64, register: Option<SubKey>) -> (Vec<Hit>, Vec<u64>) {
+    async fn search_all(
+        &self,
+        map: &Arc<str>,
+        terms: Vec<String>,
+        limit: usize,
+        min_score: f64,
+        register: Option<SubKey>,
+    ) -> (Vec<Hit>, Vec<u64>) {
         let terms = Arc::new(terms);
         let calls: Vec<_> = (0..self.shard_count())
-            .map(|shard| self.mesh.call(ShardId(shard as u16), Hop::SearchStats { map: Arc::clone(map), terms: Arc::clone(&terms) }))
+            .map(|shard| {
+                self.mesh
+                    .call(ShardId(shard as u16), Hop::SearchStats { map: Arc::clone(map), terms: Arc::clone(&terms) })
+            })
             .collect();
         let mut stats = TermStats::default();
         for reply in futures_util::future::join_all(calls).await {
@@ -870,7 +930,11 @@ impl Node {
     pub async fn unsubscribe_search(&self, locals: Vec<u64>) {
         let subs: Vec<SubKey> = {
             let mut searches = self.live_searches.borrow_mut();
-            locals.into_iter().filter(|local| searches.remove(local).is_some()).map(|local| SubKey { shard: self.shard, local }).collect()
+            locals
+                .into_iter()
+                .filter(|local| searches.remove(local).is_some())
+                .map(|local| SubKey { shard: self.shard, local })
+                .collect()
         };
         if subs.is_empty() {
             return;
@@ -909,7 +973,11 @@ impl Node {
                 matched_terms: update.hit.matched_terms,
             };
             buffer.clear();
-            let message = ServerMessage::SearchUpdate { subscription_id: entry.subscription_id.clone(), hit, change_type: update.change_type };
+            let message = ServerMessage::SearchUpdate {
+                subscription_id: entry.subscription_id.clone(),
+                hit,
+                change_type: update.change_type,
+            };
             encode(&message, &mut buffer);
             conn.outbox.push(Bytes::copy_from_slice(&buffer));
         }
@@ -931,7 +999,8 @@ impl Node {
 
     /// Every shard's counters added up.
     pub async fn node_stats(&self) -> (ShardStats, Vec<ShardStats>) {
-        let calls: Vec<_> = (0..self.shard_count()).map(|shard| self.mesh.call(ShardId(shard as u16), Hop::Stats)).collect();
+        let calls: Vec<_> =
+            (0..self.shard_count()).map(|shard| self.mesh.call(ShardId(shard as u16), Hop::Stats)).collect();
         let mut total = ShardStats::default();
         let mut per_shard = Vec::new();
         for reply in futures_util::future::join_all(calls).await {
@@ -949,7 +1018,13 @@ impl Node {
     /// Runs `processor` on each of `keys` (distinct) of LWW map `map`: the keys are split by
     /// owner, owners run in parallel, each key on its own. Returns each key's reply, in `keys`
     /// order.
-    pub async fn process_entries(&self, map: Arc<str>, keys: Vec<String>, processor: Arc<ProcessorCall>, writer: ConnRef) -> Vec<(String, EntryProcessResult)> {
+    pub async fn process_entries(
+        &self,
+        map: Arc<str>,
+        keys: Vec<String>,
+        processor: Arc<ProcessorCall>,
+        writer: ConnRef,
+    ) -> Vec<(String, EntryProcessResult)> {
         let mut parts: Vec<Vec<String>> = vec![Vec::new(); self.shard_count()];
         for key in &keys {
             parts[self.owner_of(key).index()].push(key.clone());
@@ -959,7 +1034,12 @@ impl Node {
             .enumerate()
             .filter(|(_, part)| !part.is_empty())
             .map(|(shard, part)| {
-                let hop = Hop::Process { map: Arc::clone(&map), keys: part.clone(), processor: Arc::clone(&processor), writer };
+                let hop = Hop::Process {
+                    map: Arc::clone(&map),
+                    keys: part.clone(),
+                    processor: Arc::clone(&processor),
+                    writer,
+                };
                 let reply = self.mesh.call(ShardId(shard as u16), hop);
                 async move { (part, reply.await) }
             })
@@ -982,7 +1062,13 @@ impl Node {
     /// work between keys, and each key is atomic on its own (`process_key`). The keys share
     /// `PROCESS_BATCH_BUDGET_CALLS` calls' worth of CPU time, so a slow processor over many
     /// keys cannot hold the shard for long.
-    async fn process_local(&self, map: &str, keys: Vec<String>, processor: &ProcessorCall, writer: ConnRef) -> Vec<EntryProcessResult> {
+    async fn process_local(
+        &self,
+        map: &str,
+        keys: Vec<String>,
+        processor: &ProcessorCall,
+        writer: ConnRef,
+    ) -> Vec<EntryProcessResult> {
         let mut budget = self.scripting.borrow().limits().cpu * crate::limits::PROCESS_BATCH_BUDGET_CALLS;
         let mut results = Vec::with_capacity(keys.len());
         for (index, key) in keys.iter().enumerate() {
@@ -999,11 +1085,21 @@ impl Node {
     /// happen in one step; the write is applied only if the entry is still the one the
     /// processor read (a write that slipped in while the write path waited, e.g. on storage
     /// back-pressure, makes it run again, up to `PROCESS_ATTEMPTS_MAX` times).
-    async fn process_key(&self, map: &str, key: &str, processor: &ProcessorCall, writer: ConnRef, budget: &mut std::time::Duration) -> EntryProcessResult {
+    async fn process_key(
+        &self,
+        map: &str,
+        key: &str,
+        processor: &ProcessorCall,
+        writer: ConnRef,
+        budget: &mut std::time::Duration,
+    ) -> EntryProcessResult {
         let cpu = self.scripting.borrow().limits().cpu;
         for _ in 0..crate::limits::PROCESS_ATTEMPTS_MAX {
             if budget.is_zero() {
-                return crate::scripting::failed(format!("this request's CPU budget on one shard ({} ms) is spent", cpu.as_millis() * u128::from(crate::limits::PROCESS_BATCH_BUDGET_CALLS)));
+                return crate::scripting::failed(format!(
+                    "this request's CPU budget on one shard ({} ms) is spent",
+                    cpu.as_millis() * u128::from(crate::limits::PROCESS_BATCH_BUDGET_CALLS)
+                ));
             }
             let started = Instant::now();
             let processed = {
@@ -1093,7 +1189,9 @@ impl MeshHandler<Hop, HopReply> for Node {
                 self.apply_search_changes(search_changes);
                 None
             }
-            Hop::SearchStats { map, terms } => Some(HopReply::SearchStats(self.data.borrow_mut().search_stats(&map, &terms, wall_ms()))),
+            Hop::SearchStats { map, terms } => {
+                Some(HopReply::SearchStats(self.data.borrow_mut().search_stats(&map, &terms, wall_ms())))
+            }
             Hop::SearchTop { map, spec, limit, register } => {
                 if let Some(sub) = register {
                     self.search_subs.borrow_mut().register(sub, Arc::clone(&map), Arc::clone(&spec));
@@ -1106,8 +1204,12 @@ impl MeshHandler<Hop, HopReply> for Node {
                 subs.into_iter().for_each(|sub| searches.unregister(sub));
                 None
             }
-            Hop::Process { map, keys, processor, writer } => Some(HopReply::Processed(self.process_local(&map, keys, &processor, writer).await)),
-            Hop::ChangeResolvers { map, change } => Some(HopReply::Resolvers(self.scripting.borrow_mut().resolvers.change(&map, change))),
+            Hop::Process { map, keys, processor, writer } => {
+                Some(HopReply::Processed(self.process_local(&map, keys, &processor, writer).await))
+            }
+            Hop::ChangeResolvers { map, change } => {
+                Some(HopReply::Resolvers(self.scripting.borrow_mut().resolvers.change(&map, change)))
+            }
             Hop::InstallResolvers { map, resolvers } => {
                 self.scripting.borrow_mut().resolvers.install(map, resolvers);
                 None

@@ -27,7 +27,9 @@ use glommio::net::{TcpListener, TcpStream};
 use shardgrid_shards::{run_shards, MeshBuilder, RuntimeConfig, ShardContext, ShardId, Shutdown};
 
 use crate::cli::{Config, StorageMode};
-use crate::limits::{HTTP_HEAD_TIMEOUT_MS, PEER_QUEUE_DEPTH, RING_DEPTH_DEFAULT, SHUTDOWN_DRAIN_MS, TIMEOUT_SWEEP_INTERVAL_MS};
+use crate::limits::{
+    HTTP_HEAD_TIMEOUT_MS, PEER_QUEUE_DEPTH, RING_DEPTH_DEFAULT, SHUTDOWN_DRAIN_MS, TIMEOUT_SWEEP_INTERVAL_MS,
+};
 use crate::net::http;
 use crate::net::outbox::{CloseReason, Outbox};
 use crate::node::{wall_ms, Hop, HopReply, Node};
@@ -51,7 +53,9 @@ pub enum ServerError {
 enum Startup {
     /// The shard's log is recovered (disk backend); it waits for the layout to be recorded.
     Recovered,
-    Listening { port: u16 },
+    Listening {
+        port: u16,
+    },
     Failed(ServerError),
 }
 
@@ -63,14 +67,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     shutdown.request_on_signals().map_err(ServerError::Signals)?;
     let config = Arc::new(config);
     let shard_count = config.cores.shard_count();
-    let runtime = RuntimeConfig { cores: config.cores.clone(), io_memory_bytes: config.io_memory_bytes, ring_depth: RING_DEPTH_DEFAULT };
+    let runtime = RuntimeConfig {
+        cores: config.cores.clone(),
+        io_memory_bytes: config.io_memory_bytes,
+        ring_depth: RING_DEPTH_DEFAULT,
+    };
     let mesh_ends = MeshBuilder::new::<Hop, HopReply>(shard_count, PEER_QUEUE_DEPTH);
     let chosen_port = Arc::new(AtomicU16::new(0));
     let (startup_sender, startup_receiver) = mpsc::channel::<Startup>();
     // Storage comes after the shards and before the network: the data directory is locked and
     // its layout read here; each shard recovers its log before it binds the port.
     let plan = match &config.storage {
-        StorageMode::Disk(disk) => Some(Arc::new(crate::persist::prepare(&config.data_dir, disk.clone(), shard_count as u16)?)),
+        StorageMode::Disk(disk) => {
+            Some(Arc::new(crate::persist::prepare(&config.data_dir, disk.clone(), shard_count as u16)?))
+        }
         StorageMode::Memory => None,
     };
     let layout_recorded = Arc::new(AtomicBool::new(plan.is_none()));
@@ -158,9 +168,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 /// Recovers this shard's log into its node, waits until every shard has and the layout is
 /// recorded, then starts the flusher and compaction tasks. Returns false (after telling the
 /// main thread why) when the shard must not go on.
-async fn start_storage(node: &Rc<Node>, plan: &crate::persist::StoragePlan, context: &ShardContext, layout_recorded: &AtomicBool, startup: &mpsc::Sender<Startup>) -> bool {
+async fn start_storage(
+    node: &Rc<Node>,
+    plan: &crate::persist::StoragePlan,
+    context: &ShardContext,
+    layout_recorded: &AtomicBool,
+    startup: &mpsc::Sender<Startup>,
+) -> bool {
     let mut data = crate::shard::ShardData::new(&node.config.node_id);
-    let recovered = match crate::persist::recover::recover_shard(plan, context.shard, &node.table, &mut data, wall_ms()) {
+    let recovered = match crate::persist::recover::recover_shard(plan, context.shard, &node.table, &mut data, wall_ms())
+    {
         Ok(recovered) => recovered,
         Err(error) => {
             let _ = startup.send(Startup::Failed(ServerError::Storage(error)));
@@ -177,7 +194,8 @@ async fn start_storage(node: &Rc<Node>, plan: &crate::persist::StoragePlan, cont
         elapsed_ms = summary.elapsed_ms,
         "recovered"
     );
-    let store = Rc::new(crate::persist::ShardStore::new(context.shard, context.shard_count, plan.disk.clone(), recovered));
+    let store =
+        Rc::new(crate::persist::ShardStore::new(context.shard, context.shard_count, plan.disk.clone(), recovered));
     node.install_storage(data, Rc::clone(&store));
     let _ = startup.send(Startup::Recovered);
     while !layout_recorded.load(Ordering::Acquire) {
@@ -192,7 +210,12 @@ async fn start_storage(node: &Rc<Node>, plan: &crate::persist::StoragePlan, cont
 }
 
 /// One shard's life: listen, accept until shutdown, drain.
-async fn serve_shard(node: Rc<Node>, context: ShardContext, chosen_port: Arc<AtomicU16>, startup: mpsc::Sender<Startup>) {
+async fn serve_shard(
+    node: Rc<Node>,
+    context: ShardContext,
+    chosen_port: Arc<AtomicU16>,
+    startup: mpsc::Sender<Startup>,
+) {
     let config = Arc::clone(&node.config);
     // The first shard binds the configured port (0 picks one); the others join the port it got.
     let port = if context.shard == ShardId(0) {
@@ -332,7 +355,8 @@ fn websocket_config(node: &Node) -> WebSocketConfig {
 /// outbox holds between reads, and closes with the reason the session or the shard chose.
 async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8>) {
     let local_addr = stream.local_addr();
-    let mut socket = WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(websocket_config(&node))).await;
+    let mut socket =
+        WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(websocket_config(&node))).await;
     let outbox = Rc::new(Outbox::new(node.config.outbound_queue_bytes));
     let mut session = Session::open(Rc::clone(&node), Rc::clone(&outbox));
     if let Ok(address) = local_addr {

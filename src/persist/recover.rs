@@ -132,6 +132,10 @@ pub fn recover_shard(
             log
         }
     };
+    // Replay left the sync indexes (Merkle leaves, change order) alone; build them once from
+    // the recovered state.
+    let mut rebuild = data.begin_sync_rebuild();
+    while !data.sync_rebuild_step(&mut rebuild, usize::MAX, wall_ms) {}
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(Recovered { log, keys, table, dir, summary })
 }

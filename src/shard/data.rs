@@ -267,7 +267,7 @@ impl ShardData {
     }
 
     /// Installs one record recovered from this shard's log, as `apply` would merge it but
-    /// without an event and without the drift check (the record was admitted when it was
+    /// without an event, without the drift check and without updating the sync indexes (the record was admitted when it was
     /// written; refusing it now would lose it). Feeds the clock, so server timestamps stay
     /// ahead of everything stored. Returns whether the record is now the current state (a
     /// record that loses its merge is superseded on disk too).
@@ -299,10 +299,9 @@ impl ShardData {
                 })
             }
         };
-        // The sync indexes (Merkle leaves, change order) cover recovered records like applied ones.
-        if let Some(event) = &event {
-            self.track_sync(event, wall_ms);
-        }
+        // The sync indexes are not kept per record here: most recovered records are superseded
+        // by later ones, so the caller rebuilds them once from the final state
+        // (`begin_sync_rebuild`), which walks each live key once.
         event.is_some()
     }
 
