@@ -473,6 +473,18 @@ impl TempDir {
         TempDir(path)
     }
 
+    /// A fresh directory under cargo's per-target scratch directory: on the build's file
+    /// system, which (unlike a tmpfs /tmp) supports O_DIRECT.
+    pub fn in_target(name: &str) -> TempDir {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "shardgrid-test-{name}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
     pub fn path(&self) -> &std::path::Path {
         &self.0
     }
