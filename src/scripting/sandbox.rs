@@ -369,10 +369,16 @@ fn run_in<'js, T>(
         _ if interrupted.get() => ScriptError::CpuLimit { limit_ms: limits.cpu.as_millis() as u64 },
         Stop::Refused(error) => error,
         Stop::Js(rquickjs::Error::Exception) => {
-            let text = describe_exception(ctx, ctx.catch());
+            let exception = ctx.catch();
+            // QuickJS leaves a null exception when it runs out of memory while building its own
+            // "out of memory" error (the heap is full at that moment). A script that literally
+            // throws null is reported the same way; its call fails either way, only the reason
+            // differs.
+            let out_of_memory_without_error = exception.is_null() && !compiling;
+            let text = describe_exception(ctx, exception);
             if interrupted.get() {
                 ScriptError::CpuLimit { limit_ms: limits.cpu.as_millis() as u64 }
-            } else if text.contains("out of memory") {
+            } else if text.contains("out of memory") || out_of_memory_without_error {
                 ScriptError::MemoryLimit { limit_mib: limits.memory_bytes >> 20 }
             } else if compiling {
                 ScriptError::Compile(text)
