@@ -155,20 +155,9 @@ fn run(seed: u64, shard_count: usize, query_value: &Value) {
                 if take_reply {
                     if let Some(reply) = owner.replies.pop_front() {
                         gathered[index] = Some(reply);
-                        if gathered.iter().all(Option::is_some) {
-                            let mut rows = Vec::new();
-                            let mut seqs = Vec::new();
-                            for slot in gathered.iter_mut() {
-                                let (part, seq) = slot.take().unwrap();
-                                rows.extend(part);
-                                seqs.push(seq);
-                            }
-                            let page = query.select_resolved(rows, &cursor, NOW);
-                            if first_snapshot {
-                                view = page.rows.iter().cloned().collect();
-                            }
-                            let reaction = live.on_snapshot(&page, &seqs, first_snapshot);
-                            first_snapshot = false;
+                        if let Some(reaction) =
+                            complete_snapshot(&mut gathered, &query, &cursor, live, &mut view, &mut first_snapshot)
+                        {
                             updates = reaction.updates;
                             refill = reaction.refill;
                         }
@@ -215,20 +204,9 @@ fn run(seed: u64, shard_count: usize, query_value: &Value) {
             if let Some(reply) = owners[index].replies.pop_front() {
                 progressed = true;
                 gathered[index] = Some(reply);
-                if gathered.iter().all(Option::is_some) {
-                    let mut rows = Vec::new();
-                    let mut seqs = Vec::new();
-                    for slot in gathered.iter_mut() {
-                        let (part, seq) = slot.take().unwrap();
-                        rows.extend(part);
-                        seqs.push(seq);
-                    }
-                    let page = query.select_resolved(rows, &cursor, NOW);
-                    if first_snapshot {
-                        view = page.rows.iter().cloned().collect();
-                    }
-                    let reaction = live.on_snapshot(&page, &seqs, first_snapshot);
-                    first_snapshot = false;
+                if let Some(reaction) =
+                    complete_snapshot(&mut gathered, &query, &cursor, live, &mut view, &mut first_snapshot)
+                {
                     updates.extend(reaction.updates);
                     refill |= reaction.refill;
                 }
@@ -245,6 +223,35 @@ fn run(seed: u64, shard_count: usize, query_value: &Value) {
     }
     let expected = fresh_view(&owners, &query, &cursor);
     assert_eq!(view, expected, "seed={seed} shards={shard_count} query={query_value}");
+}
+
+/// Once every owner has answered, merges the replies into a page and installs it in the
+/// subscriber: the first one becomes its view (QUERY_RESP), later ones yield updates.
+fn complete_snapshot(
+    gathered: &mut [Option<(Vec<Row>, u64)>],
+    query: &Query,
+    cursor: &ResolvedCursor,
+    live: &mut LiveQuery,
+    view: &mut BTreeMap<String, Value>,
+    first_snapshot: &mut bool,
+) -> Option<super::window::Reaction> {
+    if !gathered.iter().all(Option::is_some) {
+        return None;
+    }
+    let mut rows = Vec::new();
+    let mut seqs = Vec::new();
+    for slot in gathered.iter_mut() {
+        let (part, seq) = slot.take().expect("checked above");
+        rows.extend(part);
+        seqs.push(seq);
+    }
+    let page = query.select_resolved(rows, cursor, NOW);
+    if *first_snapshot {
+        *view = page.rows.iter().cloned().collect();
+    }
+    let reaction = live.on_snapshot(&page, &seqs, *first_snapshot);
+    *first_snapshot = false;
+    Some(reaction)
 }
 
 /// Applies updates as the client does: LEAVE removes, ENTER/UPDATE upsert.
