@@ -15,6 +15,7 @@ use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 use super::index::SubscriptionIndex;
 use super::window::LiveQuery;
 use super::{evaluate_event, LiveChange, QueryUpdate, SubKey};
+use crate::crdt::test_prng::Prng;
 use crate::hash::{partition_of, PARTITION_COUNT};
 use crate::model::{LwwRecord, Timestamp};
 use crate::protocol::{ClientOp, OpKind};
@@ -22,17 +23,6 @@ use crate::query::{Query, ResolvedCursor};
 use crate::shard::{Row, ShardData};
 
 const NOW: u64 = 1_700_000_000_000;
-
-struct Prng(u64);
-
-impl Prng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
 
 struct Owner {
     data: ShardData,
@@ -79,7 +69,7 @@ fn fresh_view(owners: &[Owner], query: &Query, cursor: &ResolvedCursor) -> BTree
 }
 
 fn run(seed: u64, shard_count: usize, query_value: &Value) {
-    let mut prng = Prng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut prng = Prng::from_seed(seed);
     let table = PartitionTable::new(PARTITION_COUNT, shard_count);
     let query = Arc::new(Query::from_value(query_value).unwrap());
     let cursor = Arc::new(query.resolve_cursor(NOW));

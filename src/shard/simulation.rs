@@ -9,22 +9,11 @@ use bytes::Bytes;
 use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 
 use super::{OpOutcome, ShardData};
+use crate::crdt::test_prng::Prng;
 use crate::hash::{partition_of, PARTITION_COUNT};
 use crate::model::{LwwRecord, Timestamp};
 use crate::protocol::{ClientOp, OpKind};
 use crate::query::Query;
-
-/// A small xorshift PRNG: deterministic from its seed, no dependencies.
-struct Prng(u64);
-
-impl Prng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
 
 const WALL_MS: u64 = 1_700_000_000_000;
 
@@ -70,7 +59,7 @@ fn model(ops: &[ClientOp]) -> BTreeMap<String, LwwRecord> {
 
 /// Runs one seeded scenario on `shard_count` shards; returns the live rows the node answers.
 fn run(seed: u64, shard_count: usize) -> BTreeMap<String, rmpv::Value> {
-    let mut prng = Prng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut prng = Prng::from_seed(seed);
     let table = PartitionTable::new(PARTITION_COUNT, shard_count);
     let mut shards: Vec<ShardData> = (0..shard_count).map(|_| ShardData::new("server")).collect();
     // Several clients each build batches; every batch is split by owner, as `Node::apply_batch`
@@ -89,9 +78,7 @@ fn run(seed: u64, shard_count: usize) -> BTreeMap<String, rmpv::Value> {
     }
     // Shards consume their inboxes in a random interleaving, each in its own random order.
     for inbox in &mut inboxes {
-        for index in (1..inbox.len()).rev() {
-            inbox.swap(index, prng.below(index as u64 + 1) as usize);
-        }
+        prng.shuffle(inbox);
     }
     let mut cursors = vec![0usize; shard_count];
     loop {
