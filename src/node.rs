@@ -428,11 +428,15 @@ impl Node {
         }
     }
 
-    async fn announce_interest(&self, map: Arc<str>, interested: bool) {
+    /// Tells every shard, this one included, in shard order, one `make()` each.
+    async fn tell_every_shard(&self, make: impl Fn() -> Hop) {
         for target in 0..self.shard_count() {
-            let hop = Hop::Interest { map: Arc::clone(&map), shard: self.shard, interested };
-            self.mesh.tell(ShardId(target as u16), hop).await;
+            self.mesh.tell(ShardId(target as u16), make()).await;
         }
+    }
+
+    async fn announce_interest(&self, map: Arc<str>, interested: bool) {
+        self.tell_every_shard(|| Hop::Interest { map: Arc::clone(&map), shard: self.shard, interested }).await;
     }
 
     /// Applies `ops` (all owned by this shard), then sends each state change to the shards with
@@ -757,9 +761,7 @@ impl Node {
                 }
             }
         }
-        for target in 0..self.shard_count() {
-            self.mesh.tell(ShardId(target as u16), Hop::Unsubscribe { subs: subs.clone() }).await;
-        }
+        self.tell_every_shard(|| Hop::Unsubscribe { subs: subs.clone() }).await;
     }
 
     /// Encodes and queues `QUERY_UPDATE`s for live query `local` (projected to its fields).
@@ -939,9 +941,7 @@ impl Node {
         if subs.is_empty() {
             return;
         }
-        for target in 0..self.shard_count() {
-            self.mesh.tell(ShardId(target as u16), Hop::SearchUnsubscribe { subs: subs.clone() }).await;
-        }
+        self.tell_every_shard(|| Hop::SearchUnsubscribe { subs: subs.clone() }).await;
     }
 
     fn apply_search_changes(&self, changes: Vec<SearchSubChange>) {
@@ -1127,10 +1127,7 @@ impl Node {
         let reply = self.mesh.call(home, Hop::ChangeResolvers { map: Arc::clone(&map), change }).await;
         let HopReply::Resolvers(outcome) = reply else { unreachable!("ChangeResolvers is answered with Resolvers") };
         let resolvers = outcome?;
-        for target in 0..self.shard_count() {
-            let hop = Hop::InstallResolvers { map: Arc::clone(&map), resolvers: resolvers.clone() };
-            self.mesh.tell(ShardId(target as u16), hop).await;
-        }
+        self.tell_every_shard(|| Hop::InstallResolvers { map: Arc::clone(&map), resolvers: resolvers.clone() }).await;
         Ok(())
     }
 
