@@ -12,6 +12,7 @@ pub mod hlc;
 pub mod limits;
 pub mod live;
 pub mod merkle;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod node;

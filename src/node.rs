@@ -5,8 +5,10 @@
 //!
 //! Lives on its shard, behind an `Rc`; every method runs on that shard's executor. The
 //! `RefCell`s are never borrowed across an `.await`. The sync requests and operations are in
-//! the `sync` submodule.
+//! the `sync` submodule; what the shard records for `/metrics` beyond its counters is in
+//! `report`.
 
+mod report;
 mod sync;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -39,6 +41,7 @@ use crate::search::subscriptions::{SearchChange, SearchSpec, SearchSubscriptions
 use crate::search::{Hit, TermStats};
 use crate::shard::interest::Announce;
 use crate::shard::{Change, ChangeEvent, ConnId, ConnRef, Interest, OpOutcome, Row, ShardData};
+pub use report::ShardReport;
 pub use sync::{SyncHop, SyncReply, NO_CONNECTION};
 
 /// A request that travels between shards (or is handled locally by the same code).
@@ -86,7 +89,7 @@ pub enum Hop {
     ChangeResolvers { map: Arc<str>, change: ResolverChange },
     /// Keep `resolvers` as `map`'s resolver list unless this shard has a newer one. No reply.
     InstallResolvers { map: Arc<str>, resolvers: MapResolvers },
-    /// Report this shard's counters. Replies `Stats`.
+    /// Report this shard's counters and histograms. Replies `Stats`.
     Stats,
     /// Topics, locks, counters and the journal (`coord::service`).
     Coord(CoordHop),
@@ -111,8 +114,8 @@ pub enum HopReply {
     Processed(Vec<EntryProcessResult>),
     /// The map's new resolver list, or why the change was refused.
     Resolvers(Result<MapResolvers, String>),
-    /// Boxed: the counters are much larger than the other replies.
-    Stats(Box<ShardStats>),
+    /// Boxed: the report is much larger than the other replies.
+    Stats(Box<ShardReport>),
     Coord(CoordReply),
     Sync(SyncReply),
 }
@@ -142,8 +145,9 @@ pub struct ShardStats {
     pub live_queries: u64,
     pub live_searches: u64,
     pub slow_consumers_closed: u64,
-    pub errors_sent: u64,
     pub records: u64,
+    /// Key and value bytes of the records held (`ShardData::data_bytes`).
+    pub data_bytes: u64,
     pub topic_messages_delivered: u64,
     pub lock_grants: u64,
     pub locks_held: u64,
@@ -161,6 +165,8 @@ pub struct MeshStatsCopy {
     pub hops_sent: u64,
     pub hops_received: u64,
     pub queue_full_waits: u64,
+    /// Calls to other shards waiting for their reply (a gauge, filled in by `Node::stats`).
+    pub calls_pending: u64,
 }
 
 impl From<MeshStats> for MeshStatsCopy {
@@ -169,6 +175,7 @@ impl From<MeshStats> for MeshStatsCopy {
             hops_sent: stats.hops_sent,
             hops_received: stats.hops_received,
             queue_full_waits: stats.queue_full_waits,
+            calls_pending: 0,
         }
     }
 }
@@ -186,8 +193,8 @@ impl ShardStats {
         self.live_queries += other.live_queries;
         self.live_searches += other.live_searches;
         self.slow_consumers_closed += other.slow_consumers_closed;
-        self.errors_sent += other.errors_sent;
         self.records += other.records;
+        self.data_bytes += other.data_bytes;
         self.topic_messages_delivered += other.topic_messages_delivered;
         self.lock_grants += other.lock_grants;
         self.locks_held += other.locks_held;
@@ -197,6 +204,7 @@ impl ShardStats {
         self.mesh.hops_sent += other.mesh.hops_sent;
         self.mesh.hops_received += other.mesh.hops_received;
         self.mesh.queue_full_waits += other.mesh.queue_full_waits;
+        self.mesh.calls_pending += other.mesh.calls_pending;
         self.storage.add(&other.storage);
     }
 }
@@ -220,6 +228,8 @@ pub struct Node {
     conns: RefCell<AHashMap<ConnId, ConnEntry>>,
     next_conn: Cell<ConnId>,
     stats: Cell<ShardStats>,
+    /// Latency histograms and labelled counters (`node::report`).
+    metrics: RefCell<crate::metrics::ShardMetrics>,
     /// Scratch buffer for encoding events; its capacity is kept between writes.
     encode_buffer: RefCell<Vec<u8>>,
     /// `None` in `--no-auth` mode.
@@ -303,6 +313,7 @@ impl Node {
             conns: RefCell::new(AHashMap::new()),
             next_conn: Cell::new(1),
             stats: Cell::new(ShardStats::default()),
+            metrics: RefCell::new(crate::metrics::ShardMetrics::default()),
             encode_buffer: RefCell::new(Vec::with_capacity(4096)),
             scripting: RefCell::new(scripting),
             verifier,
@@ -444,6 +455,7 @@ impl Node {
     /// With the disk backend each state change is appended to the shard's log in the same step
     /// (no await between applying and appending), and a `persist` batch gets a ticket covering it.
     async fn apply_local(&self, ops: Vec<ClientOp>, writer: ConnRef, persist: bool) -> (Vec<OpOutcome>, Ticket) {
+        self.count_ops(&ops);
         let store = self.store.get().cloned();
         if let Some(store) = &store {
             store.wait_for_room().await;
@@ -455,6 +467,7 @@ impl Node {
                 return (refused, Ticket::Failed(reason));
             }
         }
+        let apply_started = Instant::now();
         let now = wall_ms();
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut events: Vec<ChangeEvent> = Vec::new();
@@ -484,6 +497,7 @@ impl Node {
                 events.extend(event);
             }
         }
+        self.record_apply(apply_started.elapsed());
         let ticket = match &store {
             Some(store) if persist => store.ticket(writer.shard),
             _ => Ticket::Ready,
@@ -987,29 +1001,16 @@ impl Node {
     pub fn stats(&self) -> ShardStats {
         let mut stats = self.stats.get();
         stats.records = self.data.borrow().record_count() as u64;
+        stats.data_bytes = self.data.borrow().data_bytes() as u64;
         stats.live_queries = self.live.borrow().len() as u64;
         stats.live_searches = self.live_searches.borrow().len() as u64;
         (stats.locks_held, stats.lock_waiters, stats.journal_events) = self.coord.gauges();
         stats.mesh = self.mesh.stats().into();
+        stats.mesh.calls_pending = self.mesh.calls_pending() as u64;
         if let Some(store) = self.store.get() {
             stats.storage = store.stats();
         }
         stats
-    }
-
-    /// Every shard's counters added up.
-    pub async fn node_stats(&self) -> (ShardStats, Vec<ShardStats>) {
-        let calls: Vec<_> =
-            (0..self.shard_count()).map(|shard| self.mesh.call(ShardId(shard as u16), Hop::Stats)).collect();
-        let mut total = ShardStats::default();
-        let mut per_shard = Vec::new();
-        for reply in futures_util::future::join_all(calls).await {
-            let HopReply::Stats(stats) = reply else { unreachable!("Stats is answered with Stats") };
-            let stats = *stats;
-            total.add(&stats);
-            per_shard.push(stats);
-        }
-        (total, per_shard)
     }
 }
 
@@ -1211,7 +1212,7 @@ impl MeshHandler<Hop, HopReply> for Node {
                 self.scripting.borrow_mut().resolvers.install(map, resolvers);
                 None
             }
-            Hop::Stats => Some(HopReply::Stats(Box::new(self.stats()))),
+            Hop::Stats => Some(HopReply::Stats(Box::new(self.report()))),
             Hop::Coord(hop) => Some(HopReply::Coord(self.handle_coord(hop).await)),
             Hop::Sync(hop) => Some(HopReply::Sync(self.handle_sync(hop))),
         }

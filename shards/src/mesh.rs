@@ -172,6 +172,12 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
         self.stats.get()
     }
 
+    /// Calls this shard has sent to peers and not yet had answered: requests queued or being
+    /// handled there, and replies on their way back.
+    pub fn calls_pending(&self) -> usize {
+        self.pending.borrow().open_count()
+    }
+
     fn bump(&self, update: impl FnOnce(&mut MeshStats)) {
         let mut stats = self.stats.get();
         update(&mut stats);
@@ -301,6 +307,11 @@ impl<Rep> Default for PendingCalls<Rep> {
 }
 
 impl<Rep> PendingCalls<Rep> {
+    /// Slots in use: calls opened and not yet closed.
+    fn open_count(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     fn open(&mut self) -> u64 {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -385,7 +396,9 @@ mod tests {
     fn pending_calls_reuse_slots_and_drop_stale_replies() {
         let mut pending: PendingCalls<u32> = PendingCalls::default();
         let first = pending.open();
+        assert_eq!(pending.open_count(), 1);
         pending.close(first);
+        assert_eq!(pending.open_count(), 0);
         let second = pending.open();
         assert_eq!(first as u32, second as u32, "the slot is reused");
         assert_ne!(first, second, "with a new generation");

@@ -25,6 +25,13 @@ pub enum LwwMerge {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LwwMap {
     records: AHashMap<String, LwwRecord>,
+    /// Key and value bytes of the stored records (`record_bytes`), kept as records come and go.
+    bytes: usize,
+}
+
+/// What a stored record counts toward `LwwMap::bytes`: its key and its value.
+fn record_bytes(key: &str, record: &LwwRecord) -> usize {
+    key.len() + record.value.as_ref().map_or(0, |value| value.len())
 }
 
 impl LwwMap {
@@ -37,11 +44,13 @@ impl LwwMap {
     pub fn merge(&mut self, key: &str, record: LwwRecord) -> LwwMerge {
         match self.records.get_mut(key) {
             Some(current) if record.timestamp > current.timestamp => {
+                self.bytes = self.bytes + record_bytes(key, &record) - record_bytes(key, current);
                 let previous = std::mem::replace(current, record);
                 LwwMerge::Applied { previous: Some(previous) }
             }
             Some(_) => LwwMerge::Unchanged,
             None => {
+                self.bytes += record_bytes(key, &record);
                 self.records.insert(key.to_owned(), record);
                 LwwMerge::Applied { previous: None }
             }
@@ -72,19 +81,34 @@ impl LwwMap {
         self.records.is_empty()
     }
 
+    /// Key and value bytes of the stored records, tombstones included (no hash-table overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Drops tombstones whose timestamp is strictly older than `older_than` and returns how
     /// many went. Live and expired records stay. After this, a put older than a dropped
     /// tombstone would be accepted again, so the caller picks `older_than` past its grace period.
     pub fn remove_tombstones_older_than(&mut self, older_than: &Timestamp) -> usize {
         let len_before = self.records.len();
-        self.records.retain(|_, record| !(record.is_tombstone() && record.timestamp < *older_than));
+        let mut bytes_dropped = 0;
+        self.records.retain(|key, record| {
+            let keep = !(record.is_tombstone() && record.timestamp < *older_than);
+            if !keep {
+                bytes_dropped += record_bytes(key, record);
+            }
+            keep
+        });
+        self.bytes -= bytes_dropped;
         len_before - self.records.len()
     }
 
     /// Forgets `key` entirely, without leaving a tombstone. For tests and repair tools; a
     /// client-visible remove is a merge of a tombstone.
     pub fn remove_key(&mut self, key: &str) -> Option<LwwRecord> {
-        self.records.remove(key)
+        let removed = self.records.remove(key)?;
+        self.bytes -= record_bytes(key, &removed);
+        Some(removed)
     }
 }
 
@@ -223,6 +247,10 @@ mod tests {
         map
     }
 
+    fn recounted_bytes(map: &LwwMap) -> usize {
+        map.iter().map(|(key, record)| record_bytes(key, record)).sum()
+    }
+
     fn merged(left: &LwwMap, right: &LwwMap) -> LwwMap {
         let mut result = left.clone();
         for (key, record) in right.iter() {
@@ -242,6 +270,10 @@ mod tests {
             assert_eq!(merged(&a, &b), merged(&b, &a), "commutative, seed={seed}");
             assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)), "associative, seed={seed}");
             assert_eq!(merged(&a, &a), a, "idempotent, seed={seed}");
+            let mut all = merged(&merged(&a, &b), &c);
+            assert_eq!(all.bytes(), recounted_bytes(&all), "bytes after merges, seed={seed}");
+            all.remove_tombstones_older_than(&Timestamp::new(10, 0, "a"));
+            assert_eq!(all.bytes(), recounted_bytes(&all), "bytes after tombstone GC, seed={seed}");
             // Idempotent in effects too: re-merging what is already there reports no change.
             let mut again = merged(&a, &b);
             for (key, record) in b.iter() {

@@ -38,6 +38,14 @@ pub struct OrMap {
     /// key -> tag -> record. A key with no records has no entry.
     entries: AHashMap<String, AHashMap<String, OrRecord>>,
     tombstones: AHashSet<String>,
+    /// Key, tag and value bytes of the stored records plus the tombstoned tags' bytes, kept as
+    /// they come and go.
+    bytes: usize,
+}
+
+/// What a stored record counts toward `OrMap::bytes`.
+fn record_bytes(key: &str, record: &OrRecord) -> usize {
+    key.len() + record.tag.len() + record.value.len()
 }
 
 impl OrMap {
@@ -57,11 +65,13 @@ impl OrMap {
         };
         match records.get_mut(&record.tag) {
             Some(current) if record.timestamp > current.timestamp => {
+                self.bytes = self.bytes + record_bytes(key, &record) - record_bytes(key, current);
                 *current = record;
                 OrChange::Changed
             }
             Some(_) => OrChange::Unchanged,
             None => {
+                self.bytes += record_bytes(key, &record);
                 records.insert(record.tag.clone(), record);
                 OrChange::Changed
             }
@@ -76,7 +86,9 @@ impl OrMap {
         // Also on a repeated remove: the record may have been kept when the tombstone first
         // arrived under another key (see the type's doc). It was hidden, so no change shows.
         if let Some(records) = self.entries.get_mut(key) {
-            records.remove(tag);
+            if let Some(removed) = records.remove(tag) {
+                self.bytes -= record_bytes(key, &removed);
+            }
             if records.is_empty() {
                 self.entries.remove(key);
             }
@@ -155,6 +167,12 @@ impl OrMap {
         self.entries.get(key)?.get(tag)
     }
 
+    /// Key, tag and value bytes of the stored records, and the tombstoned tags' bytes (no
+    /// hash-table overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn is_tombstoned(&self, tag: &str) -> bool {
         self.tombstones.contains(tag)
     }
@@ -178,12 +196,19 @@ impl OrMap {
     pub fn purge_tombstoned(&mut self) -> usize {
         let tombstones = &self.tombstones;
         let mut purged = 0;
-        self.entries.retain(|_, records| {
-            let len_before = records.len();
-            records.retain(|tag, _| !tombstones.contains(tag));
-            purged += len_before - records.len();
+        let mut bytes_purged = 0;
+        self.entries.retain(|key, records| {
+            records.retain(|tag, record| {
+                let keep = !tombstones.contains(tag);
+                if !keep {
+                    purged += 1;
+                    bytes_purged += record_bytes(key, record);
+                }
+                keep
+            });
             !records.is_empty()
         });
+        self.bytes -= bytes_purged;
         purged
     }
 
@@ -193,6 +218,7 @@ impl OrMap {
             return false;
         }
         self.tombstones.insert(tag.to_owned());
+        self.bytes += tag.len();
         true
     }
 }
@@ -379,6 +405,16 @@ mod tests {
         map
     }
 
+    /// `OrMap::bytes` counted from scratch, hidden records included.
+    fn recounted_bytes(map: &OrMap) -> usize {
+        let records: usize = map
+            .entries
+            .iter()
+            .flat_map(|(key, records)| records.values().map(move |record| record_bytes(key, record)))
+            .sum();
+        records + map.tombstones().map(str::len).sum::<usize>()
+    }
+
     fn merged(left: &OrMap, right: &OrMap) -> OrMap {
         let mut result = left.clone();
         result.merge_map(right);
@@ -402,6 +438,10 @@ mod tests {
             assert_eq!(visible(&merged(&a, &a)), visible(&a), "idempotent, seed={seed}");
             let mut again = merged(&a, &b);
             assert!(!again.merge_map(&b), "re-merge reports a change, seed={seed}");
+            let mut all = merged(&again, &c);
+            assert_eq!(all.bytes(), recounted_bytes(&all), "bytes after merges, seed={seed}");
+            all.purge_tombstoned();
+            assert_eq!(all.bytes(), recounted_bytes(&all), "bytes after a purge, seed={seed}");
         }
     }
 

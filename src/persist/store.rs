@@ -41,6 +41,7 @@ use super::{DiskConfig, StorageIo};
 use crate::limits::{
     COMPACTION_BYTES_PER_TICK, COMPACTION_TICK_MS, LOG_BUFFER_BYTES_MAX, LOG_FLUSH_BYTES, STORAGE_RETRY_MS,
 };
+use crate::metrics::Histogram;
 use crate::node::{wall_ms, Hop, Node};
 use crate::shard::{Change, ChangeEvent};
 
@@ -51,8 +52,6 @@ pub struct StorageStats {
     pub bytes_appended: u64,
     pub flushes: u64,
     pub fsyncs: u64,
-    pub fsync_latency_us_max: u64,
-    pub fsync_latency_us_sum: u64,
     pub flush_failures: u64,
     pub segments_compacted: u64,
     pub records_copied: u64,
@@ -66,8 +65,6 @@ impl StorageStats {
         self.bytes_appended += other.bytes_appended;
         self.flushes += other.flushes;
         self.fsyncs += other.fsyncs;
-        self.fsync_latency_us_max = self.fsync_latency_us_max.max(other.fsync_latency_us_max);
-        self.fsync_latency_us_sum += other.fsync_latency_us_sum;
         self.flush_failures += other.flush_failures;
         self.segments_compacted += other.segments_compacted;
         self.records_copied += other.records_copied;
@@ -116,6 +113,8 @@ pub struct ShardStore {
     closed: Notify,
     victim: RefCell<Option<Victim>>,
     stats: Cell<StorageStats>,
+    /// Latency of each fdatasync of a segment file.
+    fsync_seconds: RefCell<Histogram>,
 }
 
 /// An error's errno, through glommio's wrapping.
@@ -154,6 +153,7 @@ impl ShardStore {
             closed: Notify::default(),
             victim: RefCell::new(None),
             stats: Cell::new(StorageStats::default()),
+            fsync_seconds: RefCell::new(Histogram::EMPTY),
         }
     }
 
@@ -165,6 +165,10 @@ impl ShardStore {
 
     pub fn stats(&self) -> StorageStats {
         self.stats.get()
+    }
+
+    pub fn fsync_histogram(&self) -> Histogram {
+        *self.fsync_seconds.borrow()
     }
 
     pub fn policy(&self) -> FsyncPolicy {
@@ -384,12 +388,8 @@ impl ShardStore {
                 SegmentFile::Dma(file) => file.fdatasync().await,
                 SegmentFile::Buffered(file) => file.fdatasync().await,
             };
-            let micros = started.elapsed().as_micros() as u64;
-            self.bump(|stats| {
-                stats.fsyncs += 1;
-                stats.fsync_latency_us_sum += micros;
-                stats.fsync_latency_us_max = stats.fsync_latency_us_max.max(micros);
-            });
+            self.fsync_seconds.borrow_mut().record(started.elapsed());
+            self.bump(|stats| stats.fsyncs += 1);
             if let Err(error) = synced {
                 return FlushResult::Failed(format!("fdatasync of segment {segment} failed: {error}"));
             }

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ahash::{AHashMap, AHashSet};
 
@@ -65,7 +66,10 @@ pub struct Session {
     encode_buffer: Vec<u8>,
     /// Token bucket of the per-connection rate limit: ops available, refilled with time.
     rate_tokens: f64,
-    rate_refilled: std::time::Instant,
+    rate_refilled: Instant,
+    /// When the frame being handled arrived: the start of its request latency, and the rate
+    /// limiter's clock (one clock read per frame serves both).
+    frame_arrived: Instant,
 }
 
 impl Session {
@@ -94,7 +98,8 @@ impl Session {
             limits,
             encode_buffer: Vec::with_capacity(1024),
             rate_tokens: rate_burst,
-            rate_refilled: std::time::Instant::now(),
+            rate_refilled: Instant::now(),
+            frame_arrived: Instant::now(),
         };
         if jwt_mode {
             // PROTOCOL §3.1: sent immediately, before reading anything.
@@ -123,7 +128,7 @@ impl Session {
         if !self.is_authenticated() {
             return;
         }
-        self.node.bump(|stats| stats.errors_sent += 1);
+        self.node.count_error(code);
         self.send(&ServerMessage::Error { code, message, details: None });
     }
 
@@ -132,11 +137,17 @@ impl Session {
         self.send_error(400, "malformed message: text frames are not supported; send msgpack in binary frames".into());
     }
 
-    /// Handles one binary frame.
+    /// Handles one binary frame, and records how long it took by message type (a frame that
+    /// does not decode has no type and is not recorded).
     pub async fn on_frame(&mut self, frame: &[u8]) {
+        self.frame_arrived = Instant::now();
         self.node.bump(|stats| stats.messages_received += 1);
         match decode_client_message(frame, &self.limits) {
-            Ok(message) => self.dispatch(message, true).await,
+            Ok(message) => {
+                let message_type = message.message_type();
+                self.dispatch(message, true).await;
+                self.node.record_request(message_type, self.frame_arrived.elapsed());
+            }
             Err(error) => {
                 let (code, message) = error.error_reply();
                 self.send_error(code, message);
@@ -224,7 +235,8 @@ impl Session {
         };
         let rate = self.node.config.rate_limit_ops as f64;
         let burst = rate * crate::limits::RATE_BURST_SECONDS as f64;
-        let now = std::time::Instant::now();
+        // The frame's arrival; the inner messages of a BATCH envelope share it.
+        let now = self.frame_arrived;
         self.rate_tokens = (self.rate_tokens + now.duration_since(self.rate_refilled).as_secs_f64() * rate).min(burst);
         self.rate_refilled = now;
         if cost > self.rate_tokens {

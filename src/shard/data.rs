@@ -266,6 +266,11 @@ impl ShardData {
         self.lww.values().map(LwwMap::len).sum()
     }
 
+    /// Key and value bytes held over all maps (`LwwMap::bytes`, `OrMap::bytes`), for statistics.
+    pub fn data_bytes(&self) -> usize {
+        self.lww.values().map(LwwMap::bytes).sum::<usize>() + self.or.values().map(OrMap::bytes).sum::<usize>()
+    }
+
     /// Installs one record recovered from this shard's log, as `apply` would merge it but
     /// without an event, without the drift check and without updating the sync indexes (the record was admitted when it was
     /// written; refusing it now would lose it). Feeds the clock, so server timestamps stay
