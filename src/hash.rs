@@ -376,7 +376,7 @@ fn write_json_string<W: fmt::Write>(out: &mut W, text: &str) -> fmt::Result {
 /// Writes an unsigned integer as JavaScript prints the `Number` it becomes.
 fn write_js_u64<W: fmt::Write>(out: &mut W, number: u64) {
     let written = if number <= JS_EXACT_INTEGER_MAX {
-        write!(out, "{number}")
+        out.write_str(itoa::Buffer::new().format(number))
     } else {
         // Rounds to nearest, ties to even, as JavaScript's Number(bigint) does.
         write_js_number(out, number as f64)

@@ -12,6 +12,11 @@ pub const BATCH_ITEMS_MAX: usize = 8_192;
 /// Ops of one `OP_BATCH`.
 pub const OPS_PER_BATCH_MAX: usize = 10_000;
 
+/// Bytes one read from a WebSocket connection asks for. tungstenite zeroes this much of its
+/// read buffer before every read, so its 128 KiB default cost more than the rest of a small
+/// frame's handling; a frame larger than this takes several reads.
+pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Bytes of the HTTP request head (request line and headers).
 pub const HTTP_HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Headers of one HTTP request.

@@ -48,7 +48,10 @@ pub use sync::{SyncHop, SyncReply, NO_CONNECTION};
 pub enum Hop {
     /// Apply these ops, all owned by the receiving shard, in order. Replies `Applied`, with a
     /// durability ticket when `persist` (the batch asked for `PERSISTED`).
-    Apply { ops: Vec<ClientOp>, writer: ConnRef, persist: bool },
+    /// `writer_alone`: on the writer's shard, the writer was the only connection interested in
+    /// the batch's maps when it sent them, so that shard needs none of their events (a writer
+    /// gets no event for its own write).
+    Apply { ops: Vec<ClientOp>, writer: ConnRef, persist: bool, writer_alone: bool },
     /// `owner`'s log is durable up to `durable`; with `failed`, positions up to the first
     /// will not become durable, for the reason given (`persist::watch`). No reply.
     Durable {
@@ -439,6 +442,13 @@ impl Node {
         }
     }
 
+    /// Whether `conn` is the only local connection interested in `map`.
+    pub fn sole_interest(&self, map: &str, conn: ConnId) -> bool {
+        let interest = self.interest.borrow();
+        let mut conns = interest.local_conns(map);
+        conns.next() == Some(conn) && conns.next().is_none()
+    }
+
     /// Tells every shard, this one included, in shard order, one `make()` each.
     async fn tell_every_shard(&self, make: impl Fn() -> Hop) {
         for target in 0..self.shard_count() {
@@ -454,7 +464,13 @@ impl Node {
     /// interested connections. Runs on the owner shard.
     /// With the disk backend each state change is appended to the shard's log in the same step
     /// (no await between applying and appending), and a `persist` batch gets a ticket covering it.
-    async fn apply_local(&self, ops: Vec<ClientOp>, writer: ConnRef, persist: bool) -> (Vec<OpOutcome>, Ticket) {
+    async fn apply_local(
+        &self,
+        ops: Vec<ClientOp>,
+        writer: ConnRef,
+        persist: bool,
+        writer_alone: bool,
+    ) -> (Vec<OpOutcome>, Ticket) {
         self.count_ops(&ops);
         let store = self.store.get().cloned();
         if let Some(store) = &store {
@@ -520,13 +536,13 @@ impl Node {
         self.write_seq.set(seq);
         if !events.is_empty() {
             self.journal_changes(&events, now).await;
-            self.fan_out(events, writer, seq, now).await;
+            self.fan_out(events, writer, writer_alone, seq, now).await;
         }
         (outcomes, ticket)
     }
 
     /// Encodes each event once and sends every interested shard the frames it needs, in one hop.
-    async fn fan_out(&self, events: Vec<ChangeEvent>, writer: ConnRef, seq: u64, now_ms: u64) {
+    async fn fan_out(&self, events: Vec<ChangeEvent>, writer: ConnRef, writer_alone: bool, seq: u64, now_ms: u64) {
         let mut per_shard: Vec<Vec<(Arc<str>, Bytes)>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
         let mut changes_per_shard: Vec<Vec<SubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
         let mut search_per_shard: Vec<Vec<SearchSubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
@@ -561,14 +577,13 @@ impl Node {
             let interest = self.interest.borrow();
             let mut buffer = self.encode_buffer.borrow_mut();
             for event in events {
-                let targets = interest.shards(&event.map);
-                if targets.is_empty() {
-                    continue;
-                }
+                let mut targets =
+                    interest.shards(&event.map).iter().filter(|target| !(writer_alone && **target == writer.shard));
+                let Some(first) = targets.next() else { continue };
                 buffer.clear();
                 encode(&server_event_message(&event), &mut buffer);
                 let frame = Bytes::copy_from_slice(&buffer);
-                for target in targets {
+                for target in std::iter::once(first).chain(targets) {
                     per_shard[target.index()].push((Arc::clone(&event.map), frame.clone()));
                 }
             }
@@ -583,17 +598,12 @@ impl Node {
     }
 
     /// Queues `frame` to local connection `conn` if it is still open; a full outbox closes it
-    /// as a slow consumer (counted). Returns whether the frame was queued.
+    /// as a slow consumer (counted by the connection task as it closes). Returns whether the
+    /// frame was queued.
     pub(crate) fn push_frame(&self, conn: ConnId, frame: Bytes) -> bool {
         let conns = self.conns.borrow();
         let Some(entry) = conns.get(&conn) else { return false };
-        let was_open = entry.outbox.close_reason().is_none();
-        let pushed = entry.outbox.push(frame);
-        drop(conns);
-        if !pushed && was_open {
-            self.bump(|stats| stats.slow_consumers_closed += 1);
-        }
-        pushed
+        entry.outbox.push(frame)
     }
 
     /// Pushes frames to the local connections interested in each map, except the writer.
@@ -601,33 +611,24 @@ impl Node {
         let interest = self.interest.borrow();
         let conns = self.conns.borrow();
         let mut delivered = 0;
-        let mut slow = 0;
         for (map, frame) in frames {
             for conn in interest.local_conns(&map) {
                 if writer.shard == self.shard && writer.conn == conn {
                     continue;
                 }
-                if let Some(entry) = conns.get(&conn) {
-                    let was_open = entry.outbox.close_reason().is_none();
-                    if entry.outbox.push(frame.clone()) {
-                        delivered += 1;
-                    } else if was_open {
-                        slow += 1;
-                    }
+                if conns.get(&conn).is_some_and(|entry| entry.outbox.push(frame.clone())) {
+                    delivered += 1;
                 }
             }
         }
         drop((interest, conns));
-        self.bump(|stats| {
-            stats.events_delivered += delivered;
-            stats.slow_consumers_closed += slow;
-        });
+        self.bump(|stats| stats.events_delivered += delivered);
     }
 
     /// Applies a connection's ops: split by owner, applied in parallel on every owner, outcomes
     /// returned in the ops' original order.
     pub async fn apply_batch(&self, ops: Vec<ClientOp>, writer: ConnRef) -> Vec<OpOutcome> {
-        self.apply_batch_durable(ops, writer, false).await.0
+        self.apply_batch_durable(ops, writer, false, false).await.0
     }
 
     /// `apply_batch`; with `persist`, also waits until every owner involved reports the batch's
@@ -637,6 +638,7 @@ impl Node {
         ops: Vec<ClientOp>,
         writer: ConnRef,
         persist: bool,
+        writer_alone: bool,
     ) -> (Vec<OpOutcome>, Result<(), Arc<str>>) {
         let op_count = ops.len();
         let shard_count = self.shard_count();
@@ -655,7 +657,7 @@ impl Node {
             }
             positions.push(indexes);
             owners.push(ShardId(shard as u16));
-            calls.push(self.mesh.call(ShardId(shard as u16), Hop::Apply { ops: part, writer, persist }));
+            calls.push(self.mesh.call(ShardId(shard as u16), Hop::Apply { ops: part, writer, persist, writer_alone }));
         }
         let replies = futures_util::future::join_all(calls).await;
         let mut outcomes = vec![OpOutcome::Unchanged; op_count];
@@ -1156,8 +1158,8 @@ fn server_event_message(event: &ChangeEvent) -> ServerMessage {
 impl MeshHandler<Hop, HopReply> for Node {
     async fn handle(&self, _from: ShardId, request: Hop) -> Option<HopReply> {
         match request {
-            Hop::Apply { ops, writer, persist } => {
-                let (outcomes, ticket) = self.apply_local(ops, writer, persist).await;
+            Hop::Apply { ops, writer, persist, writer_alone } => {
+                let (outcomes, ticket) = self.apply_local(ops, writer, persist, writer_alone).await;
                 Some(HopReply::Applied(outcomes, ticket))
             }
             Hop::Durable { owner, durable, failed } => {

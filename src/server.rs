@@ -347,6 +347,7 @@ async fn handle_connection(node: Rc<Node>, mut stream: TcpStream) {
 
 fn websocket_config(node: &Node) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(crate::limits::WS_READ_BUFFER_BYTES)
         .max_message_size(Some(node.config.max_frame_bytes))
         .max_frame_size(Some(node.config.max_frame_bytes))
 }
@@ -381,7 +382,12 @@ async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8
             });
             match write.await {
                 Ok(true) => {}
-                Ok(false) | Err(_) => break CloseReason::SocketError,
+                // The write stalled and a close was requested (a reader that stopped reading):
+                // the frames tungstenite already holds stay queued and the close frame goes
+                // after them, so a reader that drains within the close timeout still learns
+                // why; one that does not sees the stream end.
+                Ok(false) => break outbox.close_reason().unwrap_or(CloseReason::SocketError),
+                Err(_) => break CloseReason::SocketError,
             }
         }
         if let Some(reason) = outbox.close_reason() {
@@ -422,6 +428,10 @@ async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8
             glommio::timer::sleep(Duration::from_millis(1_000)).await;
         });
         closing.await;
+    }
+    // Counted here, once, whichever push found the outbox full (events, query updates, replies).
+    if outbox.close_reason() == Some(CloseReason::SlowConsumer) {
+        node.bump(|stats| stats.slow_consumers_closed += 1);
     }
     session.close().await;
 }

@@ -141,6 +141,39 @@ fn server_events_reach_other_interested_connections_only() {
     assert!(result_keys(&payload).is_empty(), "a tombstone is not a row");
 }
 
+// Goal: a writer that was alone on its shard in a map (its events are not even encoded for
+// that shard) does not keep later-interested connections there from getting events. Method:
+// one shard; a writer writes alone, then a second connection becomes interested (by a query,
+// and a third by a write of its own), then the writer writes again.
+#[test]
+fn connections_interested_after_a_lone_writer_get_its_later_events() {
+    let server = Server::start(&["--cores", "0", "--jwt-secret", SECRET]);
+    let mut writer = server.client();
+    let now = now_ms();
+    writer.send(&op_batch(vec![put_op(1, "solo", "a", map(vec![("n", Value::from(1))]), now)]));
+    writer.recv_type("OP_ACK");
+    writer.send(&op_batch(vec![put_op(2, "solo", "a", map(vec![("n", Value::from(2))]), now + 1)]));
+    writer.recv_type("OP_ACK");
+
+    let mut reader = server.client();
+    let rows = query(&mut reader, "q", "solo", map(vec![]));
+    assert_eq!(result_keys(&rows), vec!["a"]);
+    let mut other_writer = server.client();
+    other_writer.send(&op_batch(vec![put_op(1, "solo", "b", map(vec![("n", Value::from(0))]), now)]));
+    other_writer.recv_type("OP_ACK");
+    assert_eq!(get(&reader.recv_type("SERVER_EVENT"), "payload.key").as_str(), Some("b"));
+    assert_eq!(get(&reader.recv_type("QUERY_UPDATE"), "payload.key").as_str(), Some("b"));
+    assert_eq!(get(&writer.recv_type("SERVER_EVENT"), "payload.key").as_str(), Some("b"));
+
+    writer.send(&op_batch(vec![put_op(3, "solo", "a", map(vec![("n", Value::from(3))]), now + 2)]));
+    writer.recv_type("OP_ACK");
+    for client in [&mut reader, &mut other_writer] {
+        let event = client.recv_type("SERVER_EVENT");
+        assert_eq!(get(&event, "payload.key").as_str(), Some("a"));
+        assert_eq!(get(&event, "payload.record.value.n").as_u64(), Some(3));
+    }
+}
+
 // Goal: a writer's own messages take effect in order (DECISIONS §2.2): a QUERY_SUB sent right
 // after an OP_BATCH, without waiting for the ack, sees the batch.
 #[test]

@@ -30,8 +30,10 @@
 //!
 //! Bounds: each shard keeps its newest `JOURNAL_EVENTS_PER_SHARD_MAX` events and at most
 //! `JOURNAL_BYTES_PER_SHARD_MAX` bytes of them; a reader that falls further behind resumes at
-//! the oldest event still kept. Values are copied out of the client's frame so the ring never
-//! pins whole frames.
+//! the oldest event still kept. The ring holds each event as its change left it (the map's
+//! interned name, the record's value bytes shared with the store — values are copied out of the
+//! client's frame when decoded, so nothing pins a frame) and builds the wire `JournalEvent`
+//! only when a reader or a subscriber needs one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -72,10 +74,10 @@ pub struct JournalDraft {
 
 /// The journal's view of one applied change (DECISIONS §7.1): `PUT` when the key had no live
 /// value, `UPDATE` when it had one, `DELETE` for removes; OR adds are `PUT`, OR removes
-/// `DELETE`. Values are copied so the ring keeps only their bytes. An OR remove carries no
-/// timestamp of its own; it is stamped with the shard's wall clock.
+/// `DELETE`. Values share the records' bytes. An OR remove carries no timestamp of its own; it
+/// is stamped with the shard's wall clock.
 pub fn draft_of(event: &ChangeEvent, now_ms: u64, node_id: &str) -> JournalDraft {
-    let copy = |bytes: &Bytes| Bytes::copy_from_slice(bytes);
+    let copy = |bytes: &Bytes| bytes.clone();
     let previous_live = event
         .previous
         .as_ref()
@@ -101,6 +103,31 @@ pub struct JournalPage {
     pub more: bool,
 }
 
+/// One kept event: its sequence and the change as drafted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournalEntry {
+    pub sequence: u64,
+    pub draft: JournalDraft,
+}
+
+impl JournalEntry {
+    /// The wire event; `node_id` is the node that recorded it.
+    pub fn to_event(&self, node_id: &str) -> JournalEvent {
+        let draft = &self.draft;
+        JournalEvent {
+            sequence: self.sequence,
+            event_type: draft.event_type,
+            map_name: draft.map.to_string(),
+            key: draft.key.clone(),
+            value: draft.value.clone(),
+            previous_value: draft.previous_value.clone(),
+            timestamp: draft.timestamp.clone(),
+            node_id: node_id.to_string(),
+            metadata: None,
+        }
+    }
+}
+
 /// See the module doc. Lives on every shard, for the keys it owns.
 pub struct Journal {
     shard: u64,
@@ -108,22 +135,22 @@ pub struct Journal {
     node_id: Arc<str>,
     /// This shard's event count, raised by reads (see the module doc).
     last_local: u64,
-    events: VecDeque<Arc<JournalEvent>>,
+    events: VecDeque<JournalEntry>,
     bytes: usize,
     events_max: usize,
     bytes_max: usize,
 }
 
-/// Bytes an event holds, near enough for the ring's byte bound.
-fn event_bytes(event: &JournalEvent) -> usize {
+/// Bytes an event holds, near enough for the ring's byte bound. The map name is shared with
+/// the store and counted once there.
+fn event_bytes(entry: &JournalEntry) -> usize {
     const FIXED_BYTES: usize = 128;
+    let draft = &entry.draft;
     FIXED_BYTES
-        + event.map_name.len()
-        + event.key.len()
-        + event.node_id.len()
-        + event.timestamp.node_id.len()
-        + event.value.as_ref().map_or(0, Bytes::len)
-        + event.previous_value.as_ref().map_or(0, Bytes::len)
+        + draft.key.len()
+        + draft.timestamp.node_id.len()
+        + draft.value.as_ref().map_or(0, Bytes::len)
+        + draft.previous_value.as_ref().map_or(0, Bytes::len)
 }
 
 impl Journal {
@@ -153,29 +180,20 @@ impl Journal {
     }
 
     /// Numbers and keeps one event, dropping the oldest past the bounds.
-    pub fn append(&mut self, draft: JournalDraft) -> Arc<JournalEvent> {
+    pub fn append(&mut self, draft: JournalDraft) -> &JournalEntry {
         self.last_local += 1;
-        let event = Arc::new(JournalEvent {
-            sequence: global_sequence(self.last_local, self.shard, self.shard_count),
-            event_type: draft.event_type,
-            map_name: draft.map.to_string(),
-            key: draft.key,
-            value: draft.value,
-            previous_value: draft.previous_value,
-            timestamp: draft.timestamp,
-            node_id: self.node_id.to_string(),
-            metadata: None,
-        });
-        debug_assert!(self.events.back().is_none_or(|last| last.sequence < event.sequence));
-        self.bytes += event_bytes(&event);
-        self.events.push_back(Arc::clone(&event));
+        let entry = JournalEntry { sequence: global_sequence(self.last_local, self.shard, self.shard_count), draft };
+        debug_assert!(self.events.back().is_none_or(|last| last.sequence < entry.sequence));
+        self.bytes += event_bytes(&entry);
+        self.events.push_back(entry);
         // The newest event is always kept, even one larger than the byte bound on its own.
         while self.events.len() > self.events_max || (self.bytes > self.bytes_max && self.events.len() > 1) {
             let oldest = self.events.pop_front().expect("more than one event");
             self.bytes -= event_bytes(&oldest);
         }
-        event
+        self.events.back().expect("just appended")
     }
+
 
     /// The newest sequence this shard has used or promised to stay above (0: none).
     pub fn head(&self) -> u64 {
@@ -193,15 +211,15 @@ impl Journal {
         self.last_local = self.last_local.max(local_floor_above(upto, self.shard, self.shard_count));
         let start = self.events.partition_point(|event| event.sequence < from);
         let mut page = JournalPage::default();
-        for event in self.events.range(start..) {
-            if map.is_some_and(|map| *event.map_name != *map) {
+        for entry in self.events.range(start..) {
+            if map.is_some_and(|map| *entry.draft.map != *map) {
                 continue;
             }
-            if event.sequence > upto || page.events.len() == limit {
+            if entry.sequence > upto || page.events.len() == limit {
                 page.more = true;
                 break;
             }
-            page.events.push(Arc::clone(event));
+            page.events.push(Arc::new(entry.to_event(&self.node_id)));
         }
         page
     }

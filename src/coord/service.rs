@@ -378,8 +378,8 @@ impl Node {
             for event in events {
                 let appended = journal.append(draft_of(event, now_ms, &self.config.node_id));
                 if !targets.is_empty() {
-                    let frame = self.coord().encode(&ServerMessage::JournalEvent(JournalEvent::clone(&appended)));
-                    frames.push((Arc::clone(&event.map), appended.event_type, frame));
+                    let frame = self.coord().encode(&ServerMessage::JournalEvent(appended.to_event(&self.config.node_id)));
+                    frames.push((Arc::clone(&event.map), appended.draft.event_type, frame));
                 }
             }
         }

@@ -39,7 +39,7 @@ fn check_op(op: &ClientOp, value_bytes_max: usize) -> Result<(), (String, u16)> 
 
 impl Session {
     pub(super) async fn on_write(&mut self, message: ClientMessage) {
-        let (ops, batch_concern) = match message {
+        let (mut ops, batch_concern) = match message {
             ClientMessage::ClientOp(op) => (vec![op], None),
             ClientMessage::OpBatch { ops, write_concern, .. } => (ops, write_concern),
             _ => unreachable!("registry routes only CLIENT_OP and OP_BATCH here"),
@@ -50,8 +50,9 @@ impl Session {
         }
         // The ack names the batch's last op (PROTOCOL §4.2); "unknown" when it has no id.
         let last_id = ops.last().and_then(|op| op.id.clone()).unwrap_or_else(|| "unknown".to_string());
+        // The ids stay here for the replies; the owners need only the ops.
         let receipts: Vec<(Option<String>, Option<WriteConcern>)> =
-            ops.iter().map(|op| (op.id.clone(), op.write_concern.or(batch_concern))).collect();
+            ops.iter_mut().map(|op| (op.id.take(), op.write_concern.or(batch_concern))).collect();
 
         let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
         let mut routed = Vec::with_capacity(ops.len());
@@ -82,7 +83,11 @@ impl Session {
             self.node.persists() && receipts.iter().any(|(_, concern)| *concern == Some(WriteConcern::Persisted));
         let mut durable: Result<(), Arc<str>> = Ok(());
         if !routed.is_empty() {
-            let (applied, durability) = self.node.apply_batch_durable(routed, self.conn_ref(), wants_persisted).await;
+            // Checked after the interest announcements above and sent with the ops, so a
+            // connection that becomes interested later reads the batch from a snapshot instead.
+            let writer_alone = maps.iter().all(|map| self.node.sole_interest(map, self.conn));
+            let (applied, durability) =
+                self.node.apply_batch_durable(routed, self.conn_ref(), wants_persisted, writer_alone).await;
             durable = durability;
             for (position, outcome) in routed_positions.into_iter().zip(applied) {
                 outcomes[position] = Some(outcome);
@@ -122,7 +127,7 @@ impl Session {
         let mut results = Vec::new();
         for ((op_id, concern), outcome) in receipts.into_iter().zip(outcomes) {
             let outcome = outcome.expect("every op has an outcome");
-            let op_id_text = op_id.clone().unwrap_or_else(|| "unknown".to_string());
+            let op_id_text = op_id.unwrap_or_else(|| "unknown".to_string());
             match &outcome {
                 OpOutcome::Rejected { reason, code } => {
                     self.send(&ServerMessage::OpRejected {

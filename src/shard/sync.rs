@@ -12,7 +12,6 @@
 //! Sans-IO. It leaves out the tree above the leaves (`merkle`), gathering leaves from several
 //! shards and the wire (`node`, `session::sync`, `endpoints::sync`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -170,38 +169,130 @@ struct LwwIndex {
     keys: AHashMap<Arc<str>, LwwKeyMeta>,
     leaf_keys: AHashMap<LeafIndex, Vec<Arc<str>>>,
     /// Each key once, at the arrival of its current record.
-    arrivals: BTreeMap<Arrival, Arc<str>>,
+    changes: ChangeLog,
 }
 
 #[derive(Clone, Copy)]
 struct LwwKeyMeta {
-    arrival: Arrival,
     item_hash: u32,
+    /// Where the key's entry sits in `changes`.
+    slot: LogSlot,
+}
+
+/// Entries of one change-log chunk; a chunk takes new entries until it holds this many.
+const LOG_CHUNK_ENTRIES: usize = 1024;
+/// A chunk shorter than this is never compacted: too little to win.
+const LOG_CHUNK_COMPACT_MIN: usize = 16;
+
+/// The change index of one map: every key once, in the order its current record arrived.
+/// Arrival stamps come from one clock and only grow, so a change appends its entry and clears
+/// the one it supersedes in place — O(1), where an ordered tree would remove and insert. The
+/// log is cut into chunks; a chunk less than a quarter live is compacted (its live entries keep
+/// their order, their keys' slots are updated) and an empty one is dropped, so the log holds at
+/// most about four entries per live key plus a little per chunk.
+#[derive(Default)]
+struct ChangeLog {
+    /// Ascending chunk ids, hence ascending arrivals.
+    chunks: std::collections::VecDeque<LogChunk>,
+    next_chunk: u64,
+}
+
+struct LogChunk {
+    id: u64,
+    /// Arrival order; `None` where a later change of the key superseded the entry.
+    entries: Vec<(Arrival, Option<Arc<str>>)>,
+    live: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LogSlot {
+    chunk: u64,
+    offset: u32,
+}
+
+impl ChangeLog {
+    fn position(&self, chunk: u64) -> usize {
+        self.chunks.binary_search_by_key(&chunk, |chunk| chunk.id).expect("slots name existing chunks")
+    }
+
+    /// Appends `key` at `arrival`, the newest stamp yet.
+    fn push(&mut self, arrival: Arrival, key: Arc<str>) -> LogSlot {
+        let needs_chunk = self.chunks.back().is_none_or(|chunk| chunk.entries.len() >= LOG_CHUNK_ENTRIES);
+        if needs_chunk {
+            self.chunks.push_back(LogChunk { id: self.next_chunk, entries: Vec::with_capacity(64), live: 0 });
+            self.next_chunk += 1;
+        }
+        let chunk = self.chunks.back_mut().expect("ensured above");
+        debug_assert!(chunk.entries.last().is_none_or(|(last, _)| *last < arrival), "arrivals only grow");
+        chunk.entries.push((arrival, Some(key)));
+        chunk.live += 1;
+        LogSlot { chunk: chunk.id, offset: (chunk.entries.len() - 1) as u32 }
+    }
+
+    /// Clears the entry at `slot`; returns its key and the chunk position if that chunk should
+    /// now be compacted or dropped.
+    fn clear(&mut self, slot: LogSlot) -> (Arc<str>, Option<usize>) {
+        let position = self.position(slot.chunk);
+        let last = position + 1 == self.chunks.len();
+        let chunk = &mut self.chunks[position];
+        let key = chunk.entries[slot.offset as usize].1.take().expect("a slot holds its key until cleared");
+        chunk.live -= 1;
+        let sparse = chunk.entries.len() >= LOG_CHUNK_COMPACT_MIN && chunk.live * 4 < chunk.entries.len();
+        let due = !last && (chunk.live == 0 || sparse);
+        (key, due.then_some(position))
+    }
+
+    /// Entries after `start`, oldest first.
+    fn since(&self, start: Arrival) -> impl Iterator<Item = (Arrival, &Arc<str>)> + '_ {
+        let first = self.chunks.partition_point(|chunk| chunk.entries.last().is_some_and(|(last, _)| *last < start));
+        self.chunks.range(first..).flat_map(move |chunk| {
+            let from = chunk.entries.partition_point(|(arrival, _)| *arrival < start);
+            chunk.entries[from..].iter().filter_map(|(arrival, key)| key.as_ref().map(|key| (*arrival, key)))
+        })
+    }
 }
 
 impl LwwIndex {
     /// Puts `key`'s current record into the tree and the change index (idempotent for the
-    /// tree; the arrival moves to `arrival`).
+    /// tree; the key's change entry moves to `arrival`).
     fn refresh(&mut self, key: &str, record: &LwwRecord, arrival: Arrival) {
         let leaf = LeafIndex::of_key(key);
         let item_hash = lww_item_hash(key, &record.timestamp);
-        match self.keys.get_mut(key) {
+        let (name, old_hash) = match self.keys.get(key) {
             Some(meta) => {
-                let old = std::mem::replace(meta, LwwKeyMeta { arrival, item_hash });
-                self.leaves.replace_item(leaf, Some(old.item_hash), Some(item_hash));
-                let name = self.arrivals.remove(&old.arrival).expect("every indexed key has its arrival");
-                let displaced = self.arrivals.insert(arrival, name);
-                assert!(displaced.is_none(), "arrival stamps are unique");
+                let (name, due) = self.changes.clear(meta.slot);
+                let old_hash = meta.item_hash;
+                if let Some(position) = due {
+                    self.compact(position);
+                }
+                (name, Some(old_hash))
             }
             None => {
                 let name: Arc<str> = Arc::from(key);
-                self.keys.insert(Arc::clone(&name), LwwKeyMeta { arrival, item_hash });
                 self.leaf_keys.entry(leaf).or_default().push(Arc::clone(&name));
-                let displaced = self.arrivals.insert(arrival, name);
-                assert!(displaced.is_none(), "arrival stamps are unique");
                 self.leaves.add_key(leaf);
-                self.leaves.replace_item(leaf, None, Some(item_hash));
+                (name, None)
             }
+        };
+        self.leaves.replace_item(leaf, old_hash, Some(item_hash));
+        let slot = self.changes.push(arrival, Arc::clone(&name));
+        self.keys.insert(name, LwwKeyMeta { item_hash, slot });
+    }
+
+    /// Drops the superseded entries of the chunk at `position` (or the whole chunk when none is
+    /// live) and re-points the moved keys at their new offsets.
+    fn compact(&mut self, position: usize) {
+        let chunk = &mut self.changes.chunks[position];
+        if chunk.live == 0 {
+            self.changes.chunks.remove(position);
+            return;
+        }
+        chunk.entries.retain(|(_, key)| key.is_some());
+        chunk.entries.shrink_to_fit();
+        for (offset, (_, key)) in chunk.entries.iter().enumerate() {
+            let key = key.as_ref().expect("only live entries are left");
+            let meta = self.keys.get_mut(&**key).expect("every logged key is indexed");
+            meta.slot.offset = offset as u32;
         }
     }
 }
@@ -449,8 +540,8 @@ impl ShardData {
         let mut bytes = 0;
         let mut complete = true;
         let start = Arrival { millis: after.millis, counter: after.counter };
-        for (arrival, key) in index.arrivals.range(start..) {
-            let point = ArrivalPoint::on_shard(*arrival, shard);
+        for (arrival, key) in index.changes.since(start) {
+            let point = ArrivalPoint::on_shard(arrival, shard);
             if point <= after {
                 continue;
             }
@@ -538,6 +629,39 @@ mod tests {
 
     fn op(map: &str, key: &str, kind: OpKind) -> ClientOp {
         ClientOp { id: None, map_name: map.into(), key: key.into(), kind, write_concern: None, timeout: None }
+    }
+
+    // Goal: the change log lists every key once, at its newest arrival, in arrival order, and
+    // compaction keeps it within a few entries per live key. Method: rewrite a skewed set of keys
+    // thousands of times (several chunks compacted and dropped) and compare with a model.
+    #[test]
+    fn change_log_keeps_each_key_once_in_arrival_order() {
+        let mut prng = Prng::from_seed(11);
+        let mut index = LwwIndex::default();
+        let mut model: BTreeMap<String, Arrival> = BTreeMap::new();
+        for step in 0..20_000u32 {
+            // Most writes go to a few hot keys, so old chunks empty out and get compacted.
+            let key = if prng.below(10) < 8 { format!("hot{}", prng.below(8)) } else { format!("k{}", prng.below(500)) };
+            let arrival = Arrival { millis: 1_000 + u64::from(step / 7), counter: step % 7 };
+            index.refresh(&key, &lww(Some("v"), u64::from(step), "n"), arrival);
+            model.insert(key, arrival);
+        }
+        let mut expected: Vec<(Arrival, String)> = model.iter().map(|(key, arrival)| (*arrival, key.clone())).collect();
+        expected.sort();
+        let all: Vec<(Arrival, String)> =
+            index.changes.since(Arrival { millis: 0, counter: 0 }).map(|(arrival, key)| (arrival, key.to_string())).collect();
+        assert_eq!(all, expected);
+        let middle = expected[expected.len() / 2].0;
+        let tail: Vec<(Arrival, String)> =
+            index.changes.since(middle).map(|(arrival, key)| (arrival, key.to_string())).collect();
+        assert_eq!(tail, expected[expected.len() / 2..].to_vec());
+        let entries: usize = index.changes.chunks.iter().map(|chunk| chunk.entries.len()).sum();
+        let bound = 4 * model.len() + LOG_CHUNK_COMPACT_MIN * index.changes.chunks.len() + LOG_CHUNK_ENTRIES;
+        assert!(entries <= bound, "{entries} entries for {} keys", model.len());
+        for (key, meta) in &index.keys {
+            let chunk = &index.changes.chunks[index.changes.position(meta.slot.chunk)];
+            assert_eq!(chunk.entries[meta.slot.offset as usize].1.as_deref(), Some(&**key));
+        }
     }
 
     fn lww(value: Option<&str>, millis: u64, node: &str) -> LwwRecord {
