@@ -1,7 +1,8 @@
 //! Per-primitive benchmarks of the hot paths, printed as cost per operation. Run with
-//! `cargo bench --bench hot_paths` (full) or `SHARDGRID_BENCH_QUICK=1 cargo bench --bench
-//! hot_paths` (a few iterations, to keep it compiling and running in CI). No assertions on
-//! timing: the numbers are for comparing builds on one machine.
+//! `cargo bench --bench hot_paths` (full). `cargo test` runs it too (the target has
+//! `test = true`), in quick mode — a few iterations, to keep it compiling and running in CI —
+//! as does `SHARDGRID_BENCH_QUICK=1 cargo bench --bench hot_paths`. No assertions on timing:
+//! the numbers are for comparing builds on one machine.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use shardgrid::query::Query;
 use shardgrid::shard::ShardData;
 use shardgrid_shards::ShardId;
 
+/// Quick mode: asked for, or run by `cargo test` (only `cargo bench` passes `--bench`).
 fn quick() -> bool {
-    std::env::var_os("SHARDGRID_BENCH_QUICK").is_some()
+    std::env::var_os("SHARDGRID_BENCH_QUICK").is_some() || !std::env::args().any(|arg| arg == "--bench")
 }
 
 /// Runs `body` `iterations` times (fewer in quick mode) and prints ns per call.
