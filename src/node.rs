@@ -535,21 +535,35 @@ impl Node {
         let seq = self.write_seq.get() + 1;
         self.write_seq.set(seq);
         if !events.is_empty() {
-            self.journal_changes(&events, now).await;
-            self.fan_out(events, writer, writer_alone, seq, now).await;
+            // Still in the step that applied the batch: the deliveries are encoded from the
+            // events, then the journal takes the events apart, and only then is anything sent.
+            let deliveries = self.fan_out(&events, writer, writer_alone, seq, now);
+            let journal = self.journal_append(events, now);
+            for (target, hop) in deliveries {
+                self.mesh.tell(target, hop).await;
+            }
+            self.journal_deliver(journal).await;
         }
         (outcomes, ticket)
     }
 
-    /// Encodes each event once and sends every interested shard the frames it needs, in one hop.
-    async fn fan_out(&self, events: Vec<ChangeEvent>, writer: ConnRef, writer_alone: bool, seq: u64, now_ms: u64) {
+    /// Encodes each event once and gathers, per interested shard, one `Deliver` hop with the
+    /// frames and live-query changes it needs.
+    fn fan_out(
+        &self,
+        events: &[ChangeEvent],
+        writer: ConnRef,
+        writer_alone: bool,
+        seq: u64,
+        now_ms: u64,
+    ) -> Vec<(ShardId, Hop)> {
         let mut per_shard: Vec<Vec<(Arc<str>, Bytes)>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
         let mut changes_per_shard: Vec<Vec<SubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
         let mut search_per_shard: Vec<Vec<SearchSubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
         {
             let index = self.index.borrow();
             let mut live_changes = Vec::new();
-            for event in &events {
+            for event in events {
                 evaluate_event(&index, event, now_ms, &mut live_changes);
             }
             for (sub, change) in live_changes {
@@ -581,7 +595,7 @@ impl Node {
                     interest.shards(&event.map).iter().filter(|target| !(writer_alone && **target == writer.shard));
                 let Some(first) = targets.next() else { continue };
                 buffer.clear();
-                encode(&server_event_message(&event), &mut buffer);
+                encode(&server_event_message(event), &mut buffer);
                 let frame = Bytes::copy_from_slice(&buffer);
                 for target in std::iter::once(first).chain(targets) {
                     per_shard[target.index()].push((Arc::clone(&event.map), frame.clone()));
@@ -589,12 +603,15 @@ impl Node {
             }
         }
         let deliveries = per_shard.into_iter().zip(changes_per_shard).zip(search_per_shard);
-        for (target, ((frames, changes), search_changes)) in deliveries.enumerate() {
-            if !frames.is_empty() || !changes.is_empty() || !search_changes.is_empty() {
-                let hop = Hop::Deliver { frames, writer, changes, search_changes };
-                self.mesh.tell(ShardId(target as u16), hop).await;
-            }
-        }
+        deliveries
+            .enumerate()
+            .filter(|(_, ((frames, changes), search_changes))| {
+                !frames.is_empty() || !changes.is_empty() || !search_changes.is_empty()
+            })
+            .map(|(target, ((frames, changes), search_changes))| {
+                (ShardId(target as u16), Hop::Deliver { frames, writer, changes, search_changes })
+            })
+            .collect()
     }
 
     /// Queues `frame` to local connection `conn` if it is still open; a full outbox closes it
@@ -643,10 +660,18 @@ impl Node {
         let op_count = ops.len();
         let shard_count = self.shard_count();
         let mut parts: Vec<(Vec<usize>, Vec<ClientOp>)> = (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
-        for (index, op) in ops.into_iter().enumerate() {
-            let owner = self.owner_of(&op.key).index();
-            parts[owner].0.push(index);
-            parts[owner].1.push(op);
+        let first_owner = ops.first().map(|op| self.owner_of(&op.key).index());
+        let one_owner =
+            |owner: &usize| shard_count == 1 || ops.iter().all(|op| self.owner_of(&op.key).index() == *owner);
+        if let Some(owner) = first_owner.filter(one_owner) {
+            // One owner (always, on one shard): the batch goes as it is.
+            parts[owner] = ((0..op_count).collect(), ops);
+        } else {
+            for (index, op) in ops.into_iter().enumerate() {
+                let owner = self.owner_of(&op.key).index();
+                parts[owner].0.push(index);
+                parts[owner].1.push(op);
+            }
         }
         let mut positions = Vec::new();
         let mut owners = Vec::new();

@@ -74,26 +74,22 @@ pub struct JournalDraft {
 
 /// The journal's view of one applied change (DECISIONS §7.1): `PUT` when the key had no live
 /// value, `UPDATE` when it had one, `DELETE` for removes; OR adds are `PUT`, OR removes
-/// `DELETE`. Values share the records' bytes. An OR remove carries no timestamp of its own; it
-/// is stamped with the shard's wall clock.
-pub fn draft_of(event: &ChangeEvent, now_ms: u64, node_id: &str) -> JournalDraft {
-    let copy = |bytes: &Bytes| bytes.clone();
-    let previous_live = event
-        .previous
-        .as_ref()
-        .filter(|record| record.is_live(now_ms))
-        .and_then(|record| record.value.as_ref())
-        .map(copy);
-    let (event_type, value, previous_value, timestamp) = match &event.change {
+/// `DELETE`. The event is taken apart, so its key, timestamp and values move into the journal
+/// without a copy. An OR remove carries no timestamp of its own; it is stamped with the shard's
+/// wall clock.
+pub fn draft_of(event: ChangeEvent, now_ms: u64, node_id: &str) -> JournalDraft {
+    let ChangeEvent { map, key, change, previous } = event;
+    let previous_live = previous.filter(|record| record.is_live(now_ms)).and_then(|record| record.value);
+    let (event_type, value, previous_value, timestamp) = match change {
         Change::Put(record) => {
             let event_type = if previous_live.is_some() { JournalEventType::Update } else { JournalEventType::Put };
-            (event_type, record.value.as_ref().map(copy), previous_live, record.timestamp.clone())
+            (event_type, record.value, previous_live, record.timestamp)
         }
-        Change::Remove(record) => (JournalEventType::Delete, None, previous_live, record.timestamp.clone()),
-        Change::OrAdd(record) => (JournalEventType::Put, Some(copy(&record.value)), None, record.timestamp.clone()),
+        Change::Remove(record) => (JournalEventType::Delete, None, previous_live, record.timestamp),
+        Change::OrAdd(record) => (JournalEventType::Put, Some(record.value), None, record.timestamp),
         Change::OrRemove { .. } => (JournalEventType::Delete, None, None, Timestamp::new(now_ms, 0, node_id)),
     };
-    JournalDraft { event_type, map: Arc::clone(&event.map), key: event.key.clone(), value, previous_value, timestamp }
+    JournalDraft { event_type, map, key, value, previous_value, timestamp }
 }
 
 /// What one shard answers a read: its matching events in range, and whether more match.
@@ -193,7 +189,6 @@ impl Journal {
         }
         self.events.back().expect("just appended")
     }
-
 
     /// The newest sequence this shard has used or promised to stay above (0: none).
     pub fn head(&self) -> u64 {
@@ -474,19 +469,19 @@ mod tests {
         let expired = LwwRecord { value: Some(Bytes::from_static(&[0x05])), timestamp: ts(1), ttl_ms: Some(1) };
         let put = LwwRecord { value: Some(Bytes::from_static(&[0x06])), timestamp: ts(2), ttl_ms: None };
         let event = |change, previous| ChangeEvent { map: Arc::from("m"), key: "k".into(), change, previous };
-        let over = |previous| draft_of(&event(Change::Put(put.clone()), previous), 100, "n");
+        let over = |previous| draft_of(event(Change::Put(put.clone()), previous), 100, "n");
         assert_eq!(over(None).event_type, JournalEventType::Put);
         assert_eq!(over(Some(tombstone.clone())).event_type, JournalEventType::Put);
         assert_eq!(over(Some(expired)).event_type, JournalEventType::Put);
         let update = over(Some(live.clone()));
         assert_eq!(update.event_type, JournalEventType::Update);
         assert_eq!(update.previous_value.as_deref(), Some(&[0x05][..]));
-        let delete = draft_of(&event(Change::Remove(tombstone), Some(live)), 100, "n");
+        let delete = draft_of(event(Change::Remove(tombstone), Some(live)), 100, "n");
         assert_eq!(
             (delete.event_type, delete.value, delete.previous_value.as_deref()),
             (JournalEventType::Delete, None, Some(&[0x05][..]))
         );
-        let or_remove = draft_of(&event(Change::OrRemove { tag: "t".into() }, None), 100, "n");
+        let or_remove = draft_of(event(Change::OrRemove { tag: "t".into() }, None), 100, "n");
         assert_eq!((or_remove.event_type, or_remove.timestamp.millis), (JournalEventType::Delete, 100));
     }
 

@@ -47,6 +47,12 @@ use crate::protocol::{encode, JournalEvent, JournalEventType, ServerMessage};
 use crate::shard::{ChangeEvent, ConnId, ConnRef};
 
 /// Coordination requests between shards (carried as `Hop::Coord`).
+/// Journal events of one applied batch for the shards with journal subscribers.
+pub(crate) struct JournalDelivery {
+    targets: Vec<ShardId>,
+    frames: Vec<(Arc<str>, JournalEventType, Bytes)>,
+}
+
 pub enum CoordHop {
     /// Count one more subscription to `topic` on `shard`. Call; replies `Done`.
     TopicSubscribe { topic: Arc<str>, shard: ShardId },
@@ -360,9 +366,10 @@ impl Node {
 
     // ---- Owner side: the journal, fed by applied writes ----
 
-    /// Journals the changes of one applied batch and sends them to shards with journal
-    /// subscribers. Called by `apply_local` on the owner shard.
-    pub(crate) async fn journal_changes(&self, events: &[ChangeEvent], now_ms: u64) {
+    /// Journals the changes of one applied batch, in the step that applied them, and returns
+    /// what the shards with journal subscribers must be sent (`journal_deliver`). Called by
+    /// `apply_local` on the owner shard.
+    pub(crate) fn journal_append(&self, events: Vec<ChangeEvent>, now_ms: u64) -> JournalDelivery {
         let targets: Vec<ShardId> = {
             let watchers = self.coord().journal_watchers.borrow();
             watchers
@@ -373,21 +380,24 @@ impl Node {
                 .collect()
         };
         let mut frames = Vec::new();
-        {
-            let mut journal = self.coord().journal.borrow_mut();
-            for event in events {
-                let appended = journal.append(draft_of(event, now_ms, &self.config.node_id));
-                if !targets.is_empty() {
-                    let frame = self.coord().encode(&ServerMessage::JournalEvent(appended.to_event(&self.config.node_id)));
-                    frames.push((Arc::clone(&event.map), appended.draft.event_type, frame));
-                }
+        let mut journal = self.coord().journal.borrow_mut();
+        for event in events {
+            let appended = journal.append(draft_of(event, now_ms, &self.config.node_id));
+            if !targets.is_empty() {
+                let frame = self.coord().encode(&ServerMessage::JournalEvent(appended.to_event(&self.config.node_id)));
+                frames.push((Arc::clone(&appended.draft.map), appended.draft.event_type, frame));
             }
         }
-        if frames.is_empty() {
+        JournalDelivery { targets, frames }
+    }
+
+    /// Sends what `journal_append` gathered to the shards with journal subscribers.
+    pub(crate) async fn journal_deliver(&self, delivery: JournalDelivery) {
+        if delivery.frames.is_empty() {
             return;
         }
-        for target in targets {
-            self.coord_tell(target, CoordHop::JournalDeliver { events: frames.clone() }).await;
+        for target in delivery.targets {
+            self.coord_tell(target, CoordHop::JournalDeliver { events: delivery.frames.clone() }).await;
         }
     }
 

@@ -839,6 +839,11 @@ fn value_bytes(raw: Raw<'_>) -> ValueBytes {
     Bytes::copy_from_slice(raw.bytes())
 }
 
+/// A string borrowed from the frame, for fields that are only compared.
+fn str_ref<'a>(raw: Raw<'a>, path: &Path<'_>) -> Result<&'a str, DecodeError> {
+    raw.as_str().ok_or_else(|| path.expected("string", raw))
+}
+
 pub(super) fn string(raw: Raw<'_>, path: &Path<'_>) -> Result<String, DecodeError> {
     raw.as_str().map(str::to_owned).ok_or_else(|| path.expected("string", raw))
 }
@@ -981,11 +986,11 @@ fn tombstone(timestamp: Timestamp) -> LwwRecord {
 
 pub(super) fn client_op(raw: Raw<'_>, path: &Path<'_>) -> Result<ClientOp, DecodeError> {
     let fields = Fields::of(raw, *path)?;
-    let op_type = fields.opt("opType", string)?;
+    let op_type = fields.opt("opType", str_ref)?;
     // `record`, `orRecord` and `orTag` are `.nullable().optional()`: absent and nil differ.
     let record = fields.present("record");
     let record_is_nil = record.is_some_and(|record| record.is_nil());
-    let kind = if op_type.as_deref() == Some("REMOVE") || record_is_nil {
+    let kind = if op_type == Some("REMOVE") || record_is_nil {
         let timestamp = match record.filter(|record| !record.is_nil()) {
             Some(record) => Some(lww_record(record, &fields.path("record"))?.timestamp),
             // DECISIONS.md §1.7: a remove without a record takes the op's own timestamp.

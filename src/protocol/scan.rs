@@ -74,7 +74,9 @@ pub(crate) fn scan(bytes: &[u8], depth_max: usize) -> Result<Scanned<'_>, ScanEr
     }
     let offset_of = |rest: &[u8]| (bytes.len() - rest.len()) as u32;
     let mut rest = bytes;
-    let mut containers: Vec<Container> = Vec::new();
+    // Room for a container per 32 bytes up front (protocol frames have about one per 40), so
+    // the list rarely grows while scanning; capped, so a large flat frame costs nothing extra.
+    let mut containers: Vec<Container> = Vec::with_capacity((bytes.len() / 32 + 4).min(CONTAINERS_PREALLOCATED_MAX));
     // For each open container, innermost last: its children still to read and its number.
     // The length is the current depth. A map of n entries has 2n children.
     let mut open: Vec<(u64, usize)> = Vec::new();
@@ -110,6 +112,9 @@ pub(crate) fn scan(bytes: &[u8], depth_max: usize) -> Result<Scanned<'_>, ScanEr
     }
 }
 
+/// Containers reserved up front by one scan.
+const CONTAINERS_PREALLOCATED_MAX: usize = 4_096;
+
 /// Length in bytes of the value at the start of `bytes`; see [`scan`].
 pub(crate) fn value_len(bytes: &[u8], depth_max: usize) -> Result<usize, ScanError> {
     scan(bytes, depth_max).map(|scanned| scanned.len())
@@ -124,16 +129,29 @@ fn read_item_head(rest: &mut &[u8], offset: usize) -> Result<Option<u64>, ScanEr
     };
     let marker = Marker::from_u8(first);
     let payload_len: usize = match marker {
+        // The fixed formats carry their length in the marker: most items of a protocol frame.
+        Marker::FixMap(len) => {
+            *rest = &rest[1..];
+            return Ok(Some(2 * u64::from(len)));
+        }
+        Marker::FixArray(len) => {
+            *rest = &rest[1..];
+            return Ok(Some(u64::from(len)));
+        }
+        Marker::FixStr(len) => {
+            *rest = &rest[1..];
+            usize::from(len)
+        }
         Marker::Reserved => return Err(ScanError::ReservedMarker { offset }),
-        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+        Marker::Array16 | Marker::Array32 => {
             let len = rmp::decode::read_array_len(rest).map_err(|_| truncated)?;
             return Ok(Some(u64::from(len)));
         }
-        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+        Marker::Map16 | Marker::Map32 => {
             let len = rmp::decode::read_map_len(rest).map_err(|_| truncated)?;
             return Ok(Some(2 * u64::from(len)));
         }
-        Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+        Marker::Str8 | Marker::Str16 | Marker::Str32 => {
             rmp::decode::read_str_len(rest).map_err(|_| truncated)? as usize
         }
         Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
@@ -224,12 +242,15 @@ impl<'a> Raw<'a> {
     /// The bytes of a string, not checked to be UTF-8.
     pub(crate) fn as_str_bytes(self) -> Option<&'a [u8]> {
         let mut rest = self.bytes();
+        if let Marker::FixStr(len) = self.marker() {
+            return rest.get(1..1 + usize::from(len));
+        }
         let len = rmp::decode::read_str_len(&mut rest).ok()? as usize;
         rest.get(..len)
     }
 
     pub(crate) fn as_str(self) -> Option<&'a str> {
-        rmp::decode::read_str_from_slice(self.bytes()).ok().map(|(text, _)| text)
+        std::str::from_utf8(self.as_str_bytes()?).ok()
     }
 
     fn as_float(self) -> Option<f64> {
@@ -271,14 +292,26 @@ impl<'a> Raw<'a> {
     /// The entries of a map, in wire order.
     pub(crate) fn map_entries(self) -> Option<MapEntries<'a>> {
         let mut rest = self.bytes();
-        let len = rmp::decode::read_map_len(&mut rest).ok()?;
+        let len = match self.marker() {
+            Marker::FixMap(len) => {
+                rest = &rest[1..];
+                u32::from(len)
+            }
+            _ => rmp::decode::read_map_len(&mut rest).ok()?,
+        };
         Some(MapEntries { children: self.children(rest), remaining: len })
     }
 
     /// The items of an array, in wire order.
     pub(crate) fn array_items(self) -> Option<ArrayItems<'a>> {
         let mut rest = self.bytes();
-        let len = rmp::decode::read_array_len(&mut rest).ok()?;
+        let len = match self.marker() {
+            Marker::FixArray(len) => {
+                rest = &rest[1..];
+                u32::from(len)
+            }
+            _ => rmp::decode::read_array_len(&mut rest).ok()?,
+        };
         Some(ArrayItems { children: self.children(rest), remaining: len })
     }
 

@@ -187,9 +187,10 @@ const LOG_CHUNK_COMPACT_MIN: usize = 16;
 /// The change index of one map: every key once, in the order its current record arrived.
 /// Arrival stamps come from one clock and only grow, so a change appends its entry and clears
 /// the one it supersedes in place — O(1), where an ordered tree would remove and insert. The
-/// log is cut into chunks; a chunk less than a quarter live is compacted (its live entries keep
+/// log is cut into chunks; a chunk less than half live is compacted (its live entries keep
 /// their order, their keys' slots are updated) and an empty one is dropped, so the log holds at
-/// most about four entries per live key plus a little per chunk.
+/// most about two entries per live key plus a little per chunk. Each compaction removes at least
+/// as many entries as it keeps, which the writes that superseded them paid for.
 #[derive(Default)]
 struct ChangeLog {
     /// Ascending chunk ids, hence ascending arrivals.
@@ -237,7 +238,7 @@ impl ChangeLog {
         let chunk = &mut self.chunks[position];
         let key = chunk.entries[slot.offset as usize].1.take().expect("a slot holds its key until cleared");
         chunk.live -= 1;
-        let sparse = chunk.entries.len() >= LOG_CHUNK_COMPACT_MIN && chunk.live * 4 < chunk.entries.len();
+        let sparse = chunk.entries.len() >= LOG_CHUNK_COMPACT_MIN && chunk.live * 2 < chunk.entries.len();
         let due = !last && (chunk.live == 0 || sparse);
         (key, due.then_some(position))
     }
@@ -641,22 +642,26 @@ mod tests {
         let mut model: BTreeMap<String, Arrival> = BTreeMap::new();
         for step in 0..20_000u32 {
             // Most writes go to a few hot keys, so old chunks empty out and get compacted.
-            let key = if prng.below(10) < 8 { format!("hot{}", prng.below(8)) } else { format!("k{}", prng.below(500)) };
+            let key =
+                if prng.below(10) < 8 { format!("hot{}", prng.below(8)) } else { format!("k{}", prng.below(500)) };
             let arrival = Arrival { millis: 1_000 + u64::from(step / 7), counter: step % 7 };
             index.refresh(&key, &lww(Some("v"), u64::from(step), "n"), arrival);
             model.insert(key, arrival);
         }
         let mut expected: Vec<(Arrival, String)> = model.iter().map(|(key, arrival)| (*arrival, key.clone())).collect();
         expected.sort();
-        let all: Vec<(Arrival, String)> =
-            index.changes.since(Arrival { millis: 0, counter: 0 }).map(|(arrival, key)| (arrival, key.to_string())).collect();
+        let all: Vec<(Arrival, String)> = index
+            .changes
+            .since(Arrival { millis: 0, counter: 0 })
+            .map(|(arrival, key)| (arrival, key.to_string()))
+            .collect();
         assert_eq!(all, expected);
         let middle = expected[expected.len() / 2].0;
         let tail: Vec<(Arrival, String)> =
             index.changes.since(middle).map(|(arrival, key)| (arrival, key.to_string())).collect();
         assert_eq!(tail, expected[expected.len() / 2..].to_vec());
         let entries: usize = index.changes.chunks.iter().map(|chunk| chunk.entries.len()).sum();
-        let bound = 4 * model.len() + LOG_CHUNK_COMPACT_MIN * index.changes.chunks.len() + LOG_CHUNK_ENTRIES;
+        let bound = 2 * model.len() + LOG_CHUNK_COMPACT_MIN * index.changes.chunks.len() + LOG_CHUNK_ENTRIES;
         assert!(entries <= bound, "{entries} entries for {} keys", model.len());
         for (key, meta) in &index.keys {
             let chunk = &index.changes.chunks[index.changes.position(meta.slot.chunk)];
