@@ -75,6 +75,39 @@ fn open_tasks() -> Value {
     map(vec![("where", map(vec![("status", s("open"))]))])
 }
 
+// Goal: every change of a multi-op OP_BATCH reaches a live query, not just one per owner shard
+// (the changes of one batch share the owner's write sequence). Regression: the snapshot gate
+// let only the first of them through. Method: one batch of 20 puts to keys on both shards,
+// then a second batch updating them all; the subscriber gets 20 ENTERs and 20 UPDATEs.
+#[test]
+fn every_change_of_a_batch_reaches_the_live_query() {
+    let server = Server::two_shards();
+    let mut subscriber = server.client();
+    assert!(result_keys(&subscribe(&mut subscriber, "all", "batched", map(vec![]))).is_empty());
+    let mut writer = server.client();
+    let keys: Vec<String> = (0..20).map(|index| format!("row-{index}")).collect();
+    for (round, change) in [(0u64, "ENTER"), (1, "UPDATE")] {
+        let now = now_ms() + round;
+        let ops = keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| put_op(index as u64 + 1, "batched", key, Value::from(round), now));
+        writer.send(&op_batch(ops.collect()));
+        writer.recv_type("OP_ACK");
+        let mut seen: Vec<String> = (0..keys.len())
+            .map(|_| {
+                let (change_type, key, _) = next_update(&mut subscriber);
+                assert_eq!(change_type, change, "{key}");
+                key
+            })
+            .collect();
+        seen.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(seen, expected);
+    }
+}
+
 // Goal: subscribers on several connections (so both shards) get ENTER, UPDATE and LEAVE for
 // writes landing on both shards, the writer's own subscription included, and nothing for writes
 // that never match. Method: four subscribers, writes to keys owned by both shards.
