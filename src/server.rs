@@ -419,6 +419,11 @@ async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8
             Some(Some(Err(_))) | Some(None) => break CloseReason::SocketError,
         }
     };
+    // Counted here, once, whichever push found the outbox full (events, query updates, replies),
+    // and before the client can see the connection end.
+    if outbox.close_reason() == Some(CloseReason::SlowConsumer) {
+        node.bump(|stats| stats.slow_consumers_closed += 1);
+    }
     if !matches!(close, CloseReason::ClientClosed | CloseReason::SocketError) {
         let frame = CloseFrame { code: CloseCode::from(close.code()), reason: close.text().into() };
         let closing = async {
@@ -428,10 +433,6 @@ async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8
             glommio::timer::sleep(Duration::from_millis(1_000)).await;
         });
         closing.await;
-    }
-    // Counted here, once, whichever push found the outbox full (events, query updates, replies).
-    if outbox.close_reason() == Some(CloseReason::SlowConsumer) {
-        node.bump(|stats| stats.slow_consumers_closed += 1);
     }
     session.close().await;
 }
