@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Runs the measurements of BENCHMARKS.md on this machine, in one go, and prints one line per
+# run (the load generator's table row, or Redis's summary). The server is pinned to
+# SERVER_CPU, the load generator to BENCH_CPU; the 2-shard run uses SERVER_CPU and BENCH_CPU,
+# so on a 2-CPU machine it shares a CPU with the generator.
+#
+#   bench/benchmarks.sh                       # everything, JSON reports under target/benchmarks
+#   SECTIONS="redis put" bench/benchmarks.sh  # some sections only
+#
+# Sections: redis put shards batch floor open fanout placement storm. Environment: SERVER_CPU
+# (0), BENCH_CPU (1), DURATION (8 s per run), OUT (target/benchmarks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER_CPU=${SERVER_CPU:-0}
+BENCH_CPU=${BENCH_CPU:-1}
+DURATION=${DURATION:-8}
+OUT=${OUT:-target/benchmarks}
+SECTIONS=${SECTIONS:-redis put shards batch floor open fanout placement storm}
+BIN=target/release
+# The write workload of every put run: 50 connections, one map each (no connection gets events
+# of another's writes), OP_BATCH of 10, values of about 64 bytes like redis-benchmark -d 64.
+PUT_ARGS=(--conns 50 --batch 10 --maps 50 --value-bytes 40)
+
+mkdir -p "$OUT"
+cargo build --release -q -p shardgrid -p shardgrid-bench
+
+SERVER_PID=""
+PORT=""
+start_server() { # CPU list, extra server args...
+    local cpus=$1
+    shift
+    "$BIN/shardgrid" --no-auth --storage memory --port 0 --host 127.0.0.1 --cores "$cpus" "$@" \
+        >"$OUT/server.stdout" 2>"$OUT/server.stderr" &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        PORT=$(sed -n 's/^PORT=//p' "$OUT/server.stdout")
+        [ -n "$PORT" ] && return 0
+        sleep 0.05
+    done
+    echo "server did not start" >&2
+    exit 1
+}
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+trap stop_server EXIT
+
+run() { # label, bench CPU, scenario and its arguments...
+    local label=$1 cpus=$2
+    shift 2
+    local row
+    row=$("$BIN/shardgrid-bench" "$@" --url "ws://127.0.0.1:$PORT/ws" --cores "$cpus" --quiet \
+        --duration "$DURATION" --json "$OUT/$label.json" | tail -n 1)
+    printf '%-28s %s\n' "$label" "$row"
+}
+
+ops_per_s() { # JSON report -> the first row's ops/s, rounded
+    python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["rows"][0]["ops_per_s"]))' "$1"
+}
+
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+echo "# $(date -u +%FT%TZ) $(nproc) CPUs, server CPU $SERVER_CPU, generator CPU $BENCH_CPU, ${DURATION}s per run"
+
+if want redis && command -v redis-server >/dev/null; then
+    taskset -c "$SERVER_CPU" redis-server --port 6399 --save '' --appendonly no >/dev/null &
+    REDIS_PID=$!
+    sleep 0.5
+    printf '%-28s %s\n' "redis SET -c50 -P10 -d64" \
+        "$(taskset -c "$BENCH_CPU" redis-benchmark -p 6399 -t set -c 50 -P 10 -d 64 -n 3000000 -q | tr '\r' '\n' | tail -n 2 | head -n 1)"
+    printf '%-28s %s\n' "redis SET -c1 -P1 -d64" \
+        "$(taskset -c "$BENCH_CPU" redis-benchmark -p 6399 -t set -c 1 -P 1 -d 64 -n 100000 -q | tr '\r' '\n' | tail -n 2 | head -n 1)"
+    kill "$REDIS_PID"
+    wait "$REDIS_PID" 2>/dev/null || true
+fi
+
+if want put || want open; then
+    start_server "$SERVER_CPU"
+    run put-1-shard "$BENCH_CPU" put "${PUT_ARGS[@]}"
+    stop_server
+fi
+
+if want shards; then
+    start_server "$SERVER_CPU,$BENCH_CPU"
+    run put-2-shards "$BENCH_CPU" put "${PUT_ARGS[@]}"
+    stop_server
+fi
+
+if want batch; then
+    for batch in 1 10 100; do
+        start_server "$SERVER_CPU"
+        run "put-batch-$batch" "$BENCH_CPU" put --conns 50 --batch "$batch" --maps 50 --value-bytes 40
+        stop_server
+    done
+fi
+
+if want floor; then
+    start_server "$SERVER_CPU"
+    run floor-1-conn-batch-1 "$BENCH_CPU" put --conns 1 --batch 1 --value-bytes 40
+    stop_server
+fi
+
+if want open; then
+    peak=$(ops_per_s "$OUT/put-1-shard.json")
+    for percent in 25 50 75; do
+        start_server "$SERVER_CPU"
+        run "open-${percent}pct-of-$peak" "$BENCH_CPU" put "${PUT_ARGS[@]}" --rate $((peak * percent / 100))
+        stop_server
+    done
+fi
+
+if want fanout; then
+    for subscribers in 1 100 1000; do
+        start_server "$SERVER_CPU"
+        run "fanout-$subscribers-subs" "$BENCH_CPU" fanout --subscribers "$subscribers" --writers 1 --rate 400
+        stop_server
+    done
+fi
+
+if want placement; then
+    # The tuning.md advice measured: the generator on the server's CPU instead of its own.
+    start_server "$SERVER_CPU"
+    run put-generator-same-cpu "$SERVER_CPU" put "${PUT_ARGS[@]}"
+    stop_server
+fi
+
+if want storm; then
+    start_server "$SERVER_CPU"
+    printf '%-28s %s\n' connect-storm-2000x3 "$("$BIN/shardgrid-bench" connect-storm --url "ws://127.0.0.1:$PORT/ws" \
+        --cores "$BENCH_CPU" --conns 2000 --rounds 3 --quiet --json "$OUT/connect-storm.json" | tail -n 1)"
+    stop_server
+fi
