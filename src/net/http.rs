@@ -26,14 +26,14 @@ impl RequestHead {
     }
 
     /// A WebSocket upgrade request (RFC 6455 §4.2.1): GET, `Upgrade: websocket`,
-    /// `Connection: Upgrade`, a key and version 13.
+    /// `Connection: Upgrade`, a valid key (16 bytes in base64) and version 13.
     pub fn websocket_key(&self) -> Option<&str> {
         let is_upgrade = self.method == "GET"
             && self.header_has_token("upgrade", "websocket")
             && self.header_has_token("connection", "upgrade")
             && self.header("sec-websocket-version").map(str::trim) == Some("13");
         if is_upgrade {
-            self.header("sec-websocket-key").map(str::trim)
+            self.header("sec-websocket-key").map(str::trim).filter(|key| is_valid_websocket_key(key))
         } else {
             None
         }
@@ -69,27 +69,44 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<RequestHe
             return Err(HttpError::Closed);
         }
         buffer.extend_from_slice(&chunk[..read]);
-        let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buffer) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let head = RequestHead {
-                    method: request.method.unwrap_or("").to_string(),
-                    path: request.path.unwrap_or("").to_string(),
-                    headers: request
-                        .headers
-                        .iter()
-                        .map(|header| (header.name.to_string(), String::from_utf8_lossy(header.value).into_owned()))
-                        .collect(),
-                    rest: buffer[head_len..].to_vec(),
-                };
-                return Ok(head);
-            }
-            Ok(httparse::Status::Partial) if buffer.len() < HTTP_HEAD_BYTES_MAX => continue,
-            Ok(httparse::Status::Partial) => return Err(HttpError::HeadTooLarge),
-            Err(error) => return Err(HttpError::Malformed(error.to_string())),
+        if let Some(head) = parse_head(&buffer)? {
+            return Ok(head);
         }
     }
+}
+
+/// Parses the bytes of a request received so far: `Some` head once it is complete (with the
+/// bytes after it), `None` while more bytes may still complete it, an error when none can
+/// (malformed, or more than `HTTP_HEAD_BYTES_MAX` bytes without a complete head).
+pub fn parse_head(buffer: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buffer) {
+        // A read may carry the buffer from below the bound to past the end of a head longer
+        // than it: the bound is on the head, not on where the reads happened to end.
+        Ok(httparse::Status::Complete(head_len)) if head_len > HTTP_HEAD_BYTES_MAX => Err(HttpError::HeadTooLarge),
+        Ok(httparse::Status::Complete(head_len)) => Ok(Some(RequestHead {
+            method: request.method.unwrap_or("").to_string(),
+            path: request.path.unwrap_or("").to_string(),
+            headers: request
+                .headers
+                .iter()
+                .map(|header| (header.name.to_string(), String::from_utf8_lossy(header.value).into_owned()))
+                .collect(),
+            rest: buffer[head_len..].to_vec(),
+        })),
+        Ok(httparse::Status::Partial) if buffer.len() < HTTP_HEAD_BYTES_MAX => Ok(None),
+        Ok(httparse::Status::Partial) => Err(HttpError::HeadTooLarge),
+        Err(error) => Err(HttpError::Malformed(error.to_string())),
+    }
+}
+
+/// Whether `key` is a `Sec-WebSocket-Key` as RFC 6455 §4.2.1 has it: 16 bytes in base64.
+pub fn is_valid_websocket_key(key: &str) -> bool {
+    use base64::Engine;
+    const KEY_BYTES: usize = 16;
+    let mut decoded = [0u8; KEY_BYTES + 3];
+    matches!(base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded), Ok(KEY_BYTES))
 }
 
 /// Reads the body announced by `Content-Length` (at most `HTTP_BODY_BYTES_MAX`).
@@ -183,5 +200,69 @@ mod tests {
         let mut huge = b"GET / HTTP/1.1\r\n".to_vec();
         huge.extend(std::iter::repeat_n(b'a', HTTP_HEAD_BYTES_MAX + 10));
         assert!(matches!(parse(&huge), Err(HttpError::HeadTooLarge) | Err(HttpError::Malformed(_))));
+    }
+
+    /// A client stream whose reads return at most `chunk` bytes, like a slow sender's segments.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        chunk: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buffer: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let len = (self.data.len() - self.at).min(self.chunk).min(buffer.len());
+            buffer[..len].copy_from_slice(&self.data[self.at..self.at + len]);
+            self.at += len;
+            std::task::Poll::Ready(Ok(len))
+        }
+    }
+
+    /// A complete head of exactly `len` bytes.
+    fn head_of_len(len: usize) -> Vec<u8> {
+        let mut head = b"GET /health HTTP/1.1\r\nX-Filler: ".to_vec();
+        head.resize(len - 4, b'f');
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    }
+
+    // Regression (a property of the http_head fuzz target): a head longer than the bound was
+    // accepted when a read carried the buffer from below the bound to past the head's end.
+    // Method: heads just under, at and over the bound, read at once and in 1000-byte reads.
+    #[test]
+    fn head_bound_holds_whatever_the_reads() {
+        for chunk in [1000, usize::MAX] {
+            let read = |len: usize| {
+                let mut stream = Trickle { data: head_of_len(len), at: 0, chunk };
+                futures_lite::future::block_on(read_head(&mut stream))
+            };
+            assert!(read(HTTP_HEAD_BYTES_MAX - 1).is_ok(), "reads of {chunk}");
+            assert!(read(HTTP_HEAD_BYTES_MAX).is_ok(), "reads of {chunk}");
+            assert!(matches!(read(HTTP_HEAD_BYTES_MAX + 1), Err(HttpError::HeadTooLarge)), "reads of {chunk}");
+            assert!(matches!(read(HTTP_HEAD_BYTES_MAX + 500), Err(HttpError::HeadTooLarge)), "reads of {chunk}");
+        }
+        assert!(matches!(parse_head(&head_of_len(HTTP_HEAD_BYTES_MAX + 1)), Err(HttpError::HeadTooLarge)));
+    }
+
+    // Regression (a property of the http_head fuzz target): an upgrade with an empty
+    // `Sec-WebSocket-Key` was recognised. RFC 6455 §4.2.1: the key is 16 bytes in base64.
+    #[test]
+    fn an_upgrade_needs_a_valid_key() {
+        let upgrade = |key: &str| {
+            let head = format!(
+                "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+            );
+            parse_head(head.as_bytes()).unwrap().unwrap()
+        };
+        assert_eq!(upgrade(" dGhlIHNhbXBsZSBub25jZQ== ").websocket_key(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in
+            ["", "x", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZQ==AA==", "dGhlIHNhbXBsZSBub25jZTE=", "%%%%"]
+        {
+            assert_eq!(upgrade(bad).websocket_key(), None, "key {bad:?}");
+        }
     }
 }
