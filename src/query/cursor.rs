@@ -33,17 +33,28 @@ pub(crate) struct CursorPosition {
 /// would be longer than `CURSOR_TEXT_BYTES_MAX` (a very long string sort value), because we could
 /// not accept it back.
 pub(crate) fn encode(fingerprint: u64, issued_ms: u64, sort: &[SortField], row: (&str, &Value)) -> Option<String> {
+    const VEC_WRITE: &str = "writing to a Vec cannot fail";
     let (key, value) = row;
-    let sort_values = sort.iter().map(|sort_field| sort_stand_in(lookup(value, &sort_field.field))).collect();
-    let cursor = Value::Array(vec![
-        Value::from(CURSOR_FORMAT_VERSION),
-        Value::from(fingerprint),
-        Value::from(issued_ms),
-        Value::from(key),
-        Value::Array(sort_values),
-    ]);
     let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &cursor).expect("writing to a Vec cannot fail");
+    rmp::encode::write_array_len(&mut bytes, 5).expect(VEC_WRITE);
+    for number in [CURSOR_FORMAT_VERSION, fingerprint, issued_ms] {
+        rmp::encode::write_uint(&mut bytes, number).expect(VEC_WRITE);
+    }
+    rmp::encode::write_str(&mut bytes, key).expect(VEC_WRITE);
+    rmp::encode::write_array_len(&mut bytes, u32::try_from(sort.len()).expect("a few sort fields")).expect(VEC_WRITE);
+    for sort_field in sort {
+        match sort_stand_in(lookup(value, &sort_field.field)) {
+            // A stored string need not be UTF-8, and rmpv would write such a one as binary, which
+            // is no stand-in: the cursor would come back invalid. Keep it a string, byte for byte.
+            Value::String(text) => {
+                let text = text.as_bytes();
+                rmp::encode::write_str_len(&mut bytes, u32::try_from(text.len()).expect("a msgpack string"))
+                    .expect(VEC_WRITE);
+                bytes.extend_from_slice(text);
+            }
+            stand_in => rmpv::encode::write_value(&mut bytes, &stand_in).expect(VEC_WRITE),
+        }
+    }
     let text = URL_SAFE_NO_PAD.encode(&bytes);
     (text.len() <= CURSOR_TEXT_BYTES_MAX).then_some(text)
 }
@@ -170,6 +181,19 @@ mod tests {
         assert!(decode(&text, 42, 1, 0).is_ok());
         // A foreign cursor is invalid even when it is also old.
         assert_eq!(decode(&text, 7, 1, u64::MAX), Err(CursorStatus::Invalid));
+    }
+
+    /// Regression (found by the predicate fuzz target's paging property): a string sort value
+    /// that is not UTF-8 was written into the cursor as binary, so the next page refused the
+    /// cursor as invalid and a client paging by that field started over forever.
+    /// Method: encode a row whose sort value is such a string, decode, compare the position.
+    #[test]
+    fn a_sort_string_that_is_not_utf8_round_trips() {
+        let not_utf8 = rmpv::decode::read_value(&mut &[0xa2, 0xff, 0xfe][..]).unwrap();
+        assert!(matches!(&not_utf8, Value::String(text) if text.as_str().is_none()));
+        let text = encode(42, 1_000, &sort_by("score"), ("k", &row_value(not_utf8.clone()))).unwrap();
+        let position = decode(&text, 42, 1, 1_000).unwrap();
+        assert_eq!(position, CursorPosition { sort_values: vec![not_utf8], key: "k".into() });
     }
 
     /// Goal: a sort value too long to carry yields no cursor rather than one we would refuse.
