@@ -7,6 +7,8 @@ pub mod cli;
 pub mod coord;
 pub mod crdt;
 pub mod endpoints;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod hlc;
 pub mod limits;

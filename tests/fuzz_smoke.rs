@@ -1,0 +1,148 @@
+//! The fuzz targets (`fuzz/`, `shardgrid::fuzzing`) run for a short, bounded, deterministic
+//! time on the stable toolchain: each target over its seed corpus (derived from the protocol
+//! vectors) and over a fixed number of seeded mutations of those seeds (bit flips,
+//! truncations, splices, insertions and deletions of bytes). A target panics only when one of
+//! its properties fails, so a failure here names the property and the input (printed in hex,
+//! ready to be saved as a fuzz artifact).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use shardgrid::fuzzing::{self, seeds};
+use shardgrid::protocol::{decode_client_message, DecodeLimits};
+use shardgrid::query::Query;
+
+fn vectors_dir() -> PathBuf {
+    // `shared/` sits beside the repository; a scratch crate elsewhere finds it at its home.
+    let beside_repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/protocol/vectors"));
+    if beside_repo.is_dir() {
+        return beside_repo;
+    }
+    PathBuf::from("/work/shared/protocol/vectors")
+}
+
+fn seeds_of(target: &str) -> Vec<Vec<u8>> {
+    let seeds = seeds::for_target(target, &vectors_dir()).expect("the vectors are readable");
+    assert!(!seeds.is_empty(), "{target} has seeds");
+    seeds
+}
+
+/// A xorshift64* generator: seeded, so every run tries the same inputs.
+struct Prng(u64);
+
+impl Prng {
+    fn new(seed: u64) -> Prng {
+        Prng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..bound` (`bound` > 0).
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
+
+/// Bytes that mean something to msgpack (nil, reserved, map32, fixmap, fixstr, bin8) or HTTP.
+const INTERESTING: [u8; 12] = [0x00, 0xff, 0xc0, 0xc1, 0xdf, 0x80, 0xa0, 0xc4, b'\r', b'\n', b':', b' '];
+
+/// One to three random edits of `seed`, sometimes spliced with `other`.
+fn mutate(seed: &[u8], other: &[u8], rng: &mut Prng) -> Vec<u8> {
+    let mut data = seed.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        match rng.below(7) {
+            0 | 1 if !data.is_empty() => {
+                let bit = rng.below(data.len() * 8);
+                data[bit / 8] ^= 1 << (bit % 8);
+            }
+            2 if !data.is_empty() => data.truncate(rng.below(data.len())),
+            3 => {
+                let byte = if rng.below(2) == 0 { INTERESTING[rng.below(INTERESTING.len())] } else { rng.next() as u8 };
+                data.insert(rng.below(data.len() + 1), byte);
+            }
+            4 if !data.is_empty() => {
+                let at = rng.below(data.len());
+                let len = 1 + rng.below((data.len() - at).min(8));
+                data.drain(at..at + len);
+            }
+            5 if !other.is_empty() => {
+                let cut = rng.below(data.len() + 1);
+                let from = rng.below(other.len());
+                data.truncate(cut);
+                data.extend_from_slice(&other[from..]);
+            }
+            _ if !data.is_empty() => {
+                let at = rng.below(data.len());
+                let len = 1 + rng.below((data.len() - at).min(16));
+                let copy = data[at..at + len].to_vec();
+                data.splice(at..at, copy);
+            }
+            _ => data.push(rng.next() as u8),
+        }
+    }
+    data
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Runs `target` over every seed, then over `mutations` mutations of them; on a property
+/// failure, names the input.
+fn run(name: &str, target: fn(&[u8]), seeds: &[Vec<u8>], mutations: usize, seed: u64) {
+    let check = |data: &[u8], what: &str| {
+        if catch_unwind(AssertUnwindSafe(|| target(data))).is_err() {
+            panic!("{name}: a property failed on {what} ({} bytes): {}", data.len(), hex(data));
+        }
+    };
+    for (index, data) in seeds.iter().enumerate() {
+        check(data, &format!("seed {index}"));
+    }
+    let mut rng = Prng::new(seed);
+    for round in 0..mutations {
+        let data = &seeds[rng.below(seeds.len())];
+        let other = &seeds[rng.below(seeds.len())];
+        check(&mutate(data, other, &mut rng), &format!("mutation {round}"));
+    }
+}
+
+// Goal: the frame decoder's properties over every vector, a BATCH of them and mutations.
+#[test]
+fn decode_message_over_vectors_and_mutations() {
+    let seeds = seeds_of("decode_message");
+    // The seeds exercise the round trip, not only the refusals: every client vector decodes.
+    let decoded = seeds.iter().filter(|seed| decode_client_message(seed, &DecodeLimits::default()).is_ok()).count();
+    assert!(decoded >= 31, "only {decoded} seeds decode");
+    run("decode_message", fuzzing::decode_message, &seeds, 20_000, 1);
+}
+
+// Goal: the HTTP head reader's properties over upgrades, endpoints and a head at the bound.
+#[test]
+fn http_head_over_seeds_and_mutations() {
+    run("http_head", fuzzing::http_head, &seeds_of("http_head"), 4_000, 2);
+}
+
+// Goal: the query engine's properties over the vectors' queries and records, every operator
+// and mutations.
+#[test]
+fn predicate_over_seeds_and_mutations() {
+    let seeds = seeds_of("predicate");
+    // Every seed's query parses, so the seeds reach evaluation.
+    for seed in &seeds {
+        let query = rmpv::decode::read_value(&mut &seed[..]).expect("a seed starts with a query");
+        assert!(Query::from_value(&query).is_ok(), "seed query {query} does not parse");
+    }
+    run("predicate", fuzzing::predicate, &seeds, 8_000, 3);
+}
+
+// Goal: the segment record decoder's properties over the vectors' writes as records, images
+// of them, and mutations.
+#[test]
+fn segment_record_over_seeds_and_mutations() {
+    run("segment_record", fuzzing::segment_record, &seeds_of("segment_record"), 4_000, 4);
+}
