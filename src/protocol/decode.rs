@@ -940,23 +940,77 @@ fn sequence(raw: Raw<'_>, path: &Path<'_>) -> Result<u64, DecodeError> {
     }
 }
 
+/// One pass over a map's string-keyed entries, for the decoders every write op goes through:
+/// `visit` keeps the values it wants in locals, so nothing is collected or searched (`Fields`
+/// does that for the other messages). A repeated key takes its last value, as in `Fields`.
+fn visit_fields<'a>(raw: Raw<'a>, path: &Path<'_>, mut visit: impl FnMut(&[u8], Raw<'a>)) -> Result<(), DecodeError> {
+    let Some(map) = raw.map_entries() else {
+        return Err(path.expected("map", raw));
+    };
+    for (key, value) in map {
+        if let Some(name) = key.as_str_bytes() {
+            visit(name, value);
+        }
+    }
+    Ok(())
+}
+
+/// A visited field that must be present (nil is handed to `convert`), as `Fields::req`.
+fn required<'a, T>(
+    value: Option<Raw<'a>>,
+    path: &Path<'_>,
+    name: &str,
+    convert: impl FnOnce(Raw<'a>, &Path<'_>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let field = path.field(name);
+    match value {
+        Some(raw) => convert(raw, &field),
+        None => Err(field.malformed("missing")),
+    }
+}
+
+/// A visited optional field: `None` when absent or nil, as `Fields::opt`.
+fn optional<'a, T>(
+    value: Option<Raw<'a>>,
+    path: &Path<'_>,
+    name: &str,
+    convert: impl FnOnce(Raw<'a>, &Path<'_>) -> Result<T, DecodeError>,
+) -> Result<Option<T>, DecodeError> {
+    match value.filter(|raw| !raw.is_nil()) {
+        None => Ok(None),
+        Some(raw) => convert(raw, &path.field(name)).map(Some),
+    }
+}
+
 pub(super) fn timestamp(raw: Raw<'_>, path: &Path<'_>) -> Result<Timestamp, DecodeError> {
-    let fields = Fields::of(raw, *path)?;
+    let (mut millis, mut counter, mut node_id) = (None, None, None);
+    visit_fields(raw, path, |name, value| match name {
+        b"millis" => millis = Some(value),
+        b"counter" => counter = Some(value),
+        b"nodeId" => node_id = Some(value),
+        _ => {}
+    })?;
     Ok(Timestamp {
-        millis: fields.req("millis", uint)?,
-        counter: fields.req("counter", uint32)?,
-        node_id: fields.req("nodeId", string)?,
+        millis: required(millis, path, "millis", uint)?,
+        counter: required(counter, path, "counter", uint32)?,
+        node_id: required(node_id, path, "nodeId", string)?,
     })
 }
 
 /// An `LWWRecord` (PROTOCOL.md §4.0). `value` is required; nil makes a tombstone.
 fn lww_record(raw: Raw<'_>, path: &Path<'_>) -> Result<LwwRecord, DecodeError> {
-    let fields = Fields::of(raw, *path)?;
-    let value = fields.req_raw("value")?;
+    let (mut value, mut stamp, mut ttl_ms) = (None, None, None);
+    visit_fields(raw, path, |name, field| match name {
+        b"value" => value = Some(field),
+        b"timestamp" => stamp = Some(field),
+        b"ttlMs" => ttl_ms = Some(field),
+        _ => {}
+    })?;
+    let value = required(value, path, "value", |raw, _| Ok(raw))?;
     Ok(LwwRecord {
         value: (!value.is_nil()).then(|| value_bytes(value)),
-        timestamp: fields.req("timestamp", timestamp)?,
-        ttl_ms: fields.opt("ttlMs", uint)?,
+        timestamp: required(stamp, path, "timestamp", timestamp)?,
+        ttl_ms: optional(ttl_ms, path, "ttlMs", uint)?,
     })
 }
 
@@ -985,24 +1039,37 @@ fn tombstone(timestamp: Timestamp) -> LwwRecord {
 }
 
 pub(super) fn client_op(raw: Raw<'_>, path: &Path<'_>) -> Result<ClientOp, DecodeError> {
-    let fields = Fields::of(raw, *path)?;
-    let op_type = fields.opt("opType", str_ref)?;
+    let (mut id, mut map_name, mut key, mut op_type, mut record) = (None, None, None, None, None);
+    let (mut or_record_raw, mut or_tag, mut op_timestamp, mut concern, mut timeout) = (None, None, None, None, None);
+    visit_fields(raw, path, |name, value| match name {
+        b"id" => id = Some(value),
+        b"mapName" => map_name = Some(value),
+        b"key" => key = Some(value),
+        b"opType" => op_type = Some(value),
+        b"record" => record = Some(value),
+        b"orRecord" => or_record_raw = Some(value),
+        b"orTag" => or_tag = Some(value),
+        b"timestamp" => op_timestamp = Some(value),
+        b"writeConcern" => concern = Some(value),
+        b"timeout" => timeout = Some(value),
+        _ => {}
+    })?;
+    let op_type = optional(op_type, path, "opType", str_ref)?;
     // `record`, `orRecord` and `orTag` are `.nullable().optional()`: absent and nil differ.
-    let record = fields.present("record");
     let record_is_nil = record.is_some_and(|record| record.is_nil());
     let kind = if op_type == Some("REMOVE") || record_is_nil {
         let timestamp = match record.filter(|record| !record.is_nil()) {
-            Some(record) => Some(lww_record(record, &fields.path("record"))?.timestamp),
+            Some(record) => Some(lww_record(record, &path.field("record"))?.timestamp),
             // DECISIONS.md §1.7: a remove without a record takes the op's own timestamp.
-            None => fields.opt("timestamp", timestamp)?,
+            None => optional(op_timestamp, path, "timestamp", timestamp)?,
         };
         OpKind::Remove { record: timestamp.map(tombstone) }
-    } else if let Some(or_record_raw) = fields.non_nil("orRecord") {
-        OpKind::OrAdd(or_record(or_record_raw, &fields.path("orRecord"))?)
-    } else if let Some(tag) = fields.non_nil("orTag") {
-        OpKind::OrRemove { tag: string(tag, &fields.path("orTag"))? }
+    } else if let Some(or_record_raw) = or_record_raw.filter(|raw| !raw.is_nil()) {
+        OpKind::OrAdd(or_record(or_record_raw, &path.field("orRecord"))?)
+    } else if let Some(tag) = or_tag.filter(|raw| !raw.is_nil()) {
+        OpKind::OrRemove { tag: string(tag, &path.field("orTag"))? }
     } else if let Some(record) = record {
-        let record = lww_record(record, &fields.path("record"))?;
+        let record = lww_record(record, &path.field("record"))?;
         match record.value {
             Some(_) => OpKind::Put(record),
             // DECISIONS.md §1.7: a PUT whose value is nil is a remove.
@@ -1012,12 +1079,12 @@ pub(super) fn client_op(raw: Raw<'_>, path: &Path<'_>) -> Result<ClientOp, Decod
         OpKind::Noop
     };
     Ok(ClientOp {
-        id: fields.opt("id", string)?,
-        map_name: fields.req("mapName", string)?,
-        key: fields.req("key", string)?,
+        id: optional(id, path, "id", string)?,
+        map_name: required(map_name, path, "mapName", string)?,
+        key: required(key, path, "key", string)?,
         kind,
-        write_concern: fields.opt("writeConcern", write_concern)?,
-        timeout: fields.opt("timeout", uint)?,
+        write_concern: optional(concern, path, "writeConcern", write_concern)?,
+        timeout: optional(timeout, path, "timeout", uint)?,
     })
 }
 

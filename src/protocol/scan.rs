@@ -350,6 +350,9 @@ impl<'a> Children<'a> {
                 self.container = extent.after as usize;
                 extent.end as usize
             }
+            // Lengths the marker itself says (the scan checked they fit).
+            Marker::FixStr(len) => start + 1 + usize::from(len),
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => start + 1,
             _ => {
                 let mut rest = &self.bytes[start..];
                 // The scan already read this item without error.
