@@ -78,18 +78,6 @@ fn pause(duration: Duration) {
     thread::sleep(duration);
 }
 
-/// The sum over shards of one `/metrics` sample.
-fn metric_sum(server: &Server, name: &str) -> u64 {
-    let (status, body) = server.http("GET", "/metrics", &[], b"");
-    assert_eq!(status, 200);
-    let text = String::from_utf8(body).unwrap();
-    let prefix = format!("{name}{{shard=\"");
-    text.lines()
-        .filter_map(|line| line.strip_prefix(&prefix))
-        .map(|rest| rest.split_once("} ").unwrap().1.trim().parse::<u64>().unwrap())
-        .sum()
-}
-
 /// Raises this process's soft descriptor limit to its hard limit (servers started afterwards
 /// inherit it) and returns the new soft limit.
 fn raise_fd_limit() -> u64 {
@@ -385,7 +373,7 @@ fn five_thousand_idle_connections_are_held_and_others_are_served() {
 
     let bystander = Bystander::start(well_behaved_client(&server, false), "idle-bystander");
     bystander.wait_rounds(20);
-    assert_eq!(metric_sum(&server, "shardgrid_connections"), CONNECTIONS as u64 + 1);
+    assert_eq!(server.metric_sum("shardgrid_connections"), CONNECTIONS as u64 + 1);
     // Every idle connection is still open and was sent nothing.
     for stream in idle.iter_mut().step_by(97) {
         assert!(!closed_by_server(stream), "an idle connection was closed");
@@ -409,7 +397,7 @@ fn reconnect_storm_leaks_nothing_and_loses_no_acknowledged_write() {
     const CYCLES: usize = 750;
     let server = Server::two_shards();
     let baseline = memory(&server);
-    let accepted_before = metric_sum(&server, "shardgrid_connections_accepted_total");
+    let accepted_before = server.metric_sum("shardgrid_connections_accepted_total");
     let bystander = Bystander::start(server.client(), "storm-bystander");
     let token = token("storm", &["USER"]);
     let started = Instant::now();
@@ -454,7 +442,7 @@ fn reconnect_storm_leaks_nothing_and_loses_no_acknowledged_write() {
         acknowledged.len() + unanswered.len(),
         started.elapsed()
     );
-    let accepted = metric_sum(&server, "shardgrid_connections_accepted_total") - accepted_before;
+    let accepted = server.metric_sum("shardgrid_connections_accepted_total") - accepted_before;
     assert!(accepted >= (THREADS * CYCLES) as u64, "{accepted} connections accepted");
 
     let client = bystander.finish("reconnect storm");
@@ -474,8 +462,8 @@ fn reconnect_storm_leaks_nothing_and_loses_no_acknowledged_write() {
     );
     drop((client, reader));
     server.wait_for_connections(0);
-    assert_eq!(metric_sum(&server, "shardgrid_connections"), 0);
-    assert_eq!(metric_sum(&server, "shardgrid_live_queries"), 0);
+    assert_eq!(server.metric_sum("shardgrid_connections"), 0);
+    assert_eq!(server.metric_sum("shardgrid_live_queries"), 0);
     assert_memory_bounded("reconnect storm", &server, baseline, 48);
 }
 
@@ -551,7 +539,7 @@ fn subscriber_that_never_reads_is_cut_off_under_a_write_flood() {
         })
     };
     poll_until("the stalled subscriber is cut off as a slow consumer", RECV_TIMEOUT * 6, || {
-        (metric_sum(&server, "shardgrid_slow_consumers_closed_total") > 0).then_some(())
+        (server.metric_sum("shardgrid_slow_consumers_closed_total") > 0).then_some(())
     });
     let cut_after = acknowledged.load(Ordering::Relaxed);
 
@@ -583,9 +571,9 @@ fn subscriber_that_never_reads_is_cut_off_under_a_write_flood() {
         started.elapsed()
     );
     assert!(slowest <= ROUND_TRIP_BOUND, "a batch took {slowest:?} to be acknowledged");
-    assert_eq!(metric_sum(&server, "shardgrid_slow_consumers_closed_total"), 1, "only the stalled one is cut");
+    assert_eq!(server.metric_sum("shardgrid_slow_consumers_closed_total"), 1, "only the stalled one is cut");
     server.wait_for_connections(2);
-    assert_eq!(metric_sum(&server, "shardgrid_live_queries"), 1);
+    assert_eq!(server.metric_sum("shardgrid_live_queries"), 1);
     drop(reading);
     writer.expect_silence();
     assert_memory_bounded("slow consumer", &server, baseline, 48);

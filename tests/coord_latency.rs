@@ -30,13 +30,7 @@ fn rounds() -> usize {
 }
 
 fn connections_per_shard(server: &Server) -> Vec<u64> {
-    let (_, body) = server.http("GET", "/metrics", &[], b"");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.strip_prefix("shardgrid_connections{shard=\""))
-        .map(|rest| rest.split_once("} ").unwrap().1.trim().parse().unwrap())
-        .collect()
+    server.metric_per_shard("shardgrid_connections")
 }
 
 /// An authenticated connection on `shard`; connections that land elsewhere go to `spare`.

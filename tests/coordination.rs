@@ -12,19 +12,7 @@ use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 
 /// Connections per shard, from `/metrics` (`shardgrid_connections{shard="n"}`).
 fn connections_per_shard(server: &Server) -> Vec<u64> {
-    metric_per_shard(server, "shardgrid_connections")
-}
-
-/// One metric's value per shard, from `/metrics`.
-fn metric_per_shard(server: &Server, name: &str) -> Vec<u64> {
-    let (status, body) = server.http("GET", "/metrics", &[], b"");
-    assert_eq!(status, 200);
-    let text = String::from_utf8(body).unwrap();
-    let prefix = format!("{name}{{shard=\"");
-    text.lines()
-        .filter_map(|line| line.strip_prefix(&prefix))
-        .map(|rest| rest.split_once("} ").unwrap().1.trim().parse().unwrap())
-        .collect()
+    server.metric_per_shard("shardgrid_connections")
 }
 
 /// Opens authenticated connections until one sits on each shard in `wanted` (in that order).
@@ -124,10 +112,6 @@ fn read_until_closed(client: &mut Client) -> Option<(u16, String)> {
     }
 }
 
-fn sum(values: Vec<u64>) -> u64 {
-    values.into_iter().sum()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Topics
 
@@ -203,7 +187,7 @@ fn unsubscribe_and_disconnect_end_subscriptions() {
     }
     leaver.send(&msg_payload("TOPIC_UNSUB", vec![("topic", s(&topic))]));
     fence(&mut leaver);
-    let open = sum(connections_per_shard(&server));
+    let open = server.metric_sum("shardgrid_connections");
     drop(closer);
     server.wait_for_connections(open - 1);
     topic_pub(&mut publisher, &topic, Value::from(1));
@@ -264,7 +248,7 @@ fn slow_subscriber_is_cut_off() {
     if let Some((code, reason)) = read_until_closed(slow) {
         assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
     }
-    assert!(sum(metric_per_shard(&server, "shardgrid_slow_consumers_closed_total")) >= 1);
+    assert!(server.metric_sum("shardgrid_slow_consumers_closed_total") >= 1);
     topic_pub(publisher, &topic, Value::from(1));
     assert_eq!(get(&reader.recv(), "payload.data").as_u64(), Some(1));
 }
@@ -318,10 +302,10 @@ fn disconnects_hand_over_and_drop_waiting_requests() {
     fence(&mut quitter);
     lock_request(&mut waiter, "w", &name, Some(10_000));
     fence(&mut waiter);
-    assert_eq!(sum(metric_per_shard(&server, "shardgrid_lock_waiters")), 2);
+    assert_eq!(server.metric_sum("shardgrid_lock_waiters"), 2);
     drop(quitter);
     poll_until("the quitter's request is withdrawn", RECV_TIMEOUT, || {
-        (sum(metric_per_shard(&server, "shardgrid_lock_waiters")) == 1).then_some(())
+        (server.metric_sum("shardgrid_lock_waiters") == 1).then_some(())
     });
     drop(holder);
     assert_eq!(expect_granted(&mut waiter, "w", &name), 2);
@@ -362,9 +346,9 @@ fn waiting_request_is_dropped_when_its_time_is_up() {
     assert_eq!(expect_granted(holder, "h", &name), 1);
     lock_request(waiter, "w", &name, Some(1));
     fence(waiter);
-    assert_eq!(sum(metric_per_shard(&server, "shardgrid_lock_waiters")), 1);
+    assert_eq!(server.metric_sum("shardgrid_lock_waiters"), 1);
     poll_until("the waiting request gives up", RECV_TIMEOUT, || {
-        (sum(metric_per_shard(&server, "shardgrid_lock_waiters")) == 0).then_some(())
+        (server.metric_sum("shardgrid_lock_waiters") == 0).then_some(())
     });
     lock_release(holder, "r", &name, 1);
     assert!(expect_released(holder, "r"));

@@ -274,15 +274,7 @@ fn subscriptions_vanish_on_disconnect() {
         drop(client);
     }
     poll_until("no live queries are left", RECV_TIMEOUT, || {
-        let (status, body) = server.http("GET", "/metrics", &[], b"");
-        assert_eq!(status, 200);
-        let text = String::from_utf8(body).unwrap();
-        let total: u64 = text
-            .lines()
-            .filter(|line| line.starts_with("shardgrid_live_queries{"))
-            .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-            .sum();
-        (total == 0).then_some(())
+        (server.metric_sum("shardgrid_live_queries") == 0).then_some(())
     });
 }
 

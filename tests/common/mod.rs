@@ -119,6 +119,23 @@ impl Server {
         });
     }
 
+    /// One `/metrics` sample's value on each shard, in shard order (`name{shard="n"} value`).
+    pub fn metric_per_shard(&self, name: &str) -> Vec<u64> {
+        let (status, body) = self.http("GET", "/metrics", &[], b"");
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body).unwrap();
+        let prefix = format!("{name}{{shard=\"");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .map(|rest| rest.split_once("} ").unwrap().1.trim().parse().unwrap())
+            .collect()
+    }
+
+    /// One `/metrics` sample summed over the shards.
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        self.metric_per_shard(name).iter().sum()
+    }
+
     /// One HTTP/1.1 request; returns (status, body).
     pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
         let mut stream = self.tcp();
