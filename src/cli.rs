@@ -154,6 +154,16 @@ pub struct Args {
     #[arg(long, default_value_t = limits::IO_MEMORY_BYTES_DEFAULT / 1024)]
     pub io_memory_kib: usize,
 
+    /// Microseconds an idle shard keeps polling before it sleeps in the kernel; a request that
+    /// arrives meanwhile is picked up without a wake-up (lower latency at low load, at the cost
+    /// of that much CPU after each burst). 0: sleep at once. See tuning.md.
+    #[arg(long, default_value_t = limits::SPIN_BEFORE_PARK_US_DEFAULT)]
+    pub spin_before_park_us: u64,
+
+    /// Milliseconds one of a shard's task queues may run before the others get their turn.
+    #[arg(long, default_value_t = limits::PREEMPT_TIMER_MS_DEFAULT)]
+    pub preempt_timer_ms: u64,
+
     /// Milliseconds one entry-processor or conflict-resolver call may run before it is stopped
     /// (the script fails with a CPU-limit error; the shard keeps serving).
     #[arg(long, default_value_t = limits::PROCESSOR_CPU_MS_DEFAULT)]
@@ -198,6 +208,8 @@ pub struct Config {
     pub max_subscriptions_per_connection: usize,
     pub rate_limit_ops: u64,
     pub io_memory_bytes: usize,
+    pub spin_before_park_us: u64,
+    pub preempt_timer_ms: u64,
     /// What one entry-processor or resolver call may use (`--processor-cpu-ms`,
     /// `--processor-memory-mib`).
     pub script_limits: crate::scripting::sandbox::Limits,
@@ -347,6 +359,7 @@ impl Args {
             ("rate-limit-ops", self.rate_limit_ops as usize),
             ("max-connections", self.max_connections.unwrap_or(1)),
             ("io-memory-kib", self.io_memory_kib),
+            ("preempt-timer-ms", self.preempt_timer_ms as usize),
             ("processor-cpu-ms", self.processor_cpu_ms as usize),
         ] {
             if value == 0 {
@@ -380,6 +393,8 @@ impl Args {
             rate_limit_ops: self.rate_limit_ops,
             policy: Arc::new(policy),
             io_memory_bytes: self.io_memory_kib * 1024,
+            spin_before_park_us: self.spin_before_park_us,
+            preempt_timer_ms: self.preempt_timer_ms,
             script_limits: crate::scripting::sandbox::Limits {
                 cpu: std::time::Duration::from_millis(self.processor_cpu_ms),
                 memory_bytes: self.processor_memory_mib << 20,

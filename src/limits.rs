@@ -46,6 +46,10 @@ pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
 pub const PEER_QUEUE_DEPTH: usize = 1_024;
 /// Default registered io_uring buffer memory per shard (`--io-memory-kib`); locked memory.
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 512 * 1024;
+/// Default for `--spin-before-park-us`: an idle shard sleeps at once.
+pub const SPIN_BEFORE_PARK_US_DEFAULT: u64 = 0;
+/// Default for `--preempt-timer-ms` (glommio's own default).
+pub const PREEMPT_TIMER_MS_DEFAULT: u64 = 100;
 /// Default io_uring ring entries per shard.
 pub const RING_DEPTH_DEFAULT: usize = 128;
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -71,6 +71,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         cores: config.cores.clone(),
         io_memory_bytes: config.io_memory_bytes,
         ring_depth: RING_DEPTH_DEFAULT,
+        spin_before_park: (config.spin_before_park_us > 0)
+            .then(|| std::time::Duration::from_micros(config.spin_before_park_us)),
+        preempt_timer: std::time::Duration::from_millis(config.preempt_timer_ms),
     };
     let mesh_ends = MeshBuilder::new::<Hop, HopReply>(shard_count, PEER_QUEUE_DEPTH);
     let chosen_port = Arc::new(AtomicU16::new(0));
@@ -294,11 +297,17 @@ async fn serve_shard(
 
 /// Accepts connections for the life of the shard (endless by design: cancelled on shutdown).
 async fn accept_loop(node: Rc<Node>, listener: TcpListener, shard: ShardId) {
+    // Refusals and failures come in floods (a storm past a limit): one warning a second, with
+    // how many there were.
+    let mut refused = LogLimiter::default();
+    let mut failed = LogLimiter::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 if node.conn_count() >= node.config.max_connections_per_shard {
-                    tracing::warn!(%shard, "connection limit reached; refusing a connection");
+                    if let Some(count) = refused.hit() {
+                        tracing::warn!(%shard, count, "connection limit reached; refusing connections");
+                    }
                     drop(stream);
                     continue;
                 }
@@ -308,10 +317,32 @@ async fn accept_loop(node: Rc<Node>, listener: TcpListener, shard: ShardId) {
             }
             Err(error) => {
                 // Out of descriptors or a connection reset before accept: keep serving.
-                tracing::warn!(%shard, %error, "accept failed");
+                if let Some(count) = failed.hit() {
+                    tracing::warn!(%shard, %error, count, "accept failed");
+                }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+/// Lets one log line through per second and counts the events in between.
+#[derive(Default)]
+struct LogLimiter {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl LogLimiter {
+    /// Counts one event; returns the events since the last line when a line is due.
+    fn hit(&mut self) -> Option<u64> {
+        self.count += 1;
+        let due = self.last.is_none_or(|last| last.elapsed() >= Duration::from_secs(1));
+        if !due {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
     }
 }
 
@@ -435,4 +466,23 @@ async fn serve_websocket(node: Rc<Node>, stream: TcpStream, already_read: Vec<u8
         closing.await;
     }
     session.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: a flood of events logs one line, then nothing until a second has passed, and the
+    // next line counts what was held back. Method: hit it, then age its last line by hand.
+    #[test]
+    fn log_limiter_lets_one_line_a_second_through() {
+        let mut limiter = LogLimiter::default();
+        assert_eq!(limiter.hit(), Some(1));
+        for _ in 0..99 {
+            assert_eq!(limiter.hit(), None);
+        }
+        limiter.last = Some(Instant::now() - Duration::from_secs(2));
+        assert_eq!(limiter.hit(), Some(100));
+        assert_eq!(limiter.hit(), None);
+    }
 }

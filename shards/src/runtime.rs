@@ -25,6 +25,12 @@ pub struct RuntimeConfig {
     pub io_memory_bytes: usize,
     /// Entries of each io_uring ring.
     pub ring_depth: usize,
+    /// How long an idle executor keeps polling before it sleeps in the kernel: a request that
+    /// arrives meanwhile skips the wake-up. `None`: sleep at once.
+    pub spin_before_park: Option<Duration>,
+    /// How long one task queue may run before the executor looks at the others (glommio's
+    /// preemption timer).
+    pub preempt_timer: Duration,
 }
 
 /// What a shard knows about itself when it starts.
@@ -119,12 +125,20 @@ where
         let cpu = config.cores.cpu_of(shard);
         let context = ShardContext { shard, shard_count, cpu, shutdown: shutdown.clone() };
         let make = make.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
             .io_memory(config.io_memory_bytes)
             .ring_depth(config.ring_depth)
-            .spawn(move || make(context, state))
-            .map_err(|error| RuntimeError::Spawn { shard, cpu, source: map_spawn_error(error) })?;
+            .preempt_timer(config.preempt_timer);
+        let builder = match config.spin_before_park {
+            Some(spin) => builder.spin_before_park(spin),
+            None => builder,
+        };
+        let handle = builder.spawn(move || make(context, state)).map_err(|error| RuntimeError::Spawn {
+            shard,
+            cpu,
+            source: map_spawn_error(error),
+        })?;
         handles.push((shard, handle));
     }
     let mut outcome = Ok(());

@@ -55,7 +55,13 @@ fn calls_both_ways_through_tiny_queues() {
         eprintln!("skipped: the mesh test needs two CPUs and this process may use only one");
         return;
     }
-    let config = RuntimeConfig { cores, io_memory_bytes: 256 * 1024, ring_depth: 64 };
+    let config = RuntimeConfig {
+        cores,
+        io_memory_bytes: 256 * 1024,
+        ring_depth: 64,
+        spin_before_park: None,
+        preempt_timer: std::time::Duration::from_millis(100),
+    };
     let ends = MeshBuilder::new::<Request, Vec<u64>>(shard_count, 2);
     run_shards(&config, &Shutdown::new(), ends, |context, ends| async move {
         let mesh = ends.join::<Handler>().await;
