@@ -2,11 +2,6 @@
 
 use clap::Parser;
 
-/// Every shard allocates and frees on its own thread; mimalloc keeps that thread-local (see
-/// tuning.md, "Allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
