@@ -47,13 +47,12 @@ stop_server() {
 }
 trap stop_server EXIT
 
-run() { # label, bench CPU, scenario and its arguments...
+run() { # label, bench CPU, scenario and its arguments...; prints every row of its table
     local label=$1 cpus=$2
     shift 2
-    local row
-    row=$("$BIN/shardgrid-bench" "$@" --url "ws://127.0.0.1:$PORT/ws" --cores "$cpus" --quiet \
-        --duration "$DURATION" --json "$OUT/$label.json" | tail -n 1)
-    printf '%-28s %s\n' "$label" "$row"
+    "$BIN/shardgrid-bench" "$@" --url "ws://127.0.0.1:$PORT/ws" --cores "$cpus" --quiet \
+        --duration "$DURATION" --json "$OUT/$label.json" | grep -v '^scenario' |
+        while IFS= read -r row; do printf '%-28s %s\n' "$label" "$row"; done
 }
 
 ops_per_s() { # JSON report -> the first row's ops/s, rounded
