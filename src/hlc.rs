@@ -119,25 +119,7 @@ fn successor(millis: u64, counter: u32) -> (u64, u32) {
 mod tests {
     use super::*;
 
-    /// A xorshift64* generator: seeded, replayable, no dependency.
-    struct Prng(u64);
-
-    impl Prng {
-        fn from_seed(seed: u64) -> Prng {
-            Prng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, bound: u64) -> u64 {
-            self.next() % bound
-        }
-    }
+    use crate::crdt::test_prng::Prng;
 
     #[test]
     fn now_uses_wall_time_when_it_moves_forward() {

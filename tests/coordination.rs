@@ -512,16 +512,6 @@ fn sequence_of(event: &Value) -> u64 {
     get(event, "sequence").as_str().unwrap().parse().unwrap()
 }
 
-fn remove_op(id: u64, map_name: &str, key: &str, millis: u64) -> Value {
-    map(vec![
-        ("id", s(&id.to_string())),
-        ("mapName", s(map_name)),
-        ("opType", s("REMOVE")),
-        ("key", s(key)),
-        ("record", map(vec![("value", Value::Nil), ("timestamp", timestamp(millis, 0, "client-a"))])),
-    ])
-}
-
 // Goal: JOURNAL_READ pages through the writes of both shards: every applied write exactly
 // once, PUT/UPDATE/DELETE as DECISIONS §7.1 says, per key in write order, sequences
 // increasing, `hasMore` until the end; a re-sent op journals nothing; `mapName` filters.

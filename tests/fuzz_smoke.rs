@@ -8,7 +8,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use shardgrid::fuzzing::{self, seeds};
+use shardgrid::fuzzing::{self, seeds, Prng};
 use shardgrid::protocol::{decode_client_message, DecodeLimits};
 use shardgrid::query::Query;
 
@@ -27,58 +27,37 @@ fn seeds_of(target: &str) -> Vec<Vec<u8>> {
     seeds
 }
 
-/// A xorshift64* generator: seeded, so every run tries the same inputs.
-struct Prng(u64);
-
-impl Prng {
-    fn new(seed: u64) -> Prng {
-        Prng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..bound` (`bound` > 0).
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
-
 /// Bytes that mean something to msgpack (nil, reserved, map32, fixmap, fixstr, bin8) or HTTP.
 const INTERESTING: [u8; 12] = [0x00, 0xff, 0xc0, 0xc1, 0xdf, 0x80, 0xa0, 0xc4, b'\r', b'\n', b':', b' '];
 
 /// One to three random edits of `seed`, sometimes spliced with `other`.
 fn mutate(seed: &[u8], other: &[u8], rng: &mut Prng) -> Vec<u8> {
     let mut data = seed.to_vec();
-    for _ in 0..1 + rng.below(3) {
-        match rng.below(7) {
+    for _ in 0..1 + rng.index(3) {
+        match rng.index(7) {
             0 | 1 if !data.is_empty() => {
-                let bit = rng.below(data.len() * 8);
+                let bit = rng.index(data.len() * 8);
                 data[bit / 8] ^= 1 << (bit % 8);
             }
-            2 if !data.is_empty() => data.truncate(rng.below(data.len())),
+            2 if !data.is_empty() => data.truncate(rng.index(data.len())),
             3 => {
-                let byte = if rng.below(2) == 0 { INTERESTING[rng.below(INTERESTING.len())] } else { rng.next() as u8 };
-                data.insert(rng.below(data.len() + 1), byte);
+                let byte = if rng.index(2) == 0 { INTERESTING[rng.index(INTERESTING.len())] } else { rng.next() as u8 };
+                data.insert(rng.index(data.len() + 1), byte);
             }
             4 if !data.is_empty() => {
-                let at = rng.below(data.len());
-                let len = 1 + rng.below((data.len() - at).min(8));
+                let at = rng.index(data.len());
+                let len = 1 + rng.index((data.len() - at).min(8));
                 data.drain(at..at + len);
             }
             5 if !other.is_empty() => {
-                let cut = rng.below(data.len() + 1);
-                let from = rng.below(other.len());
+                let cut = rng.index(data.len() + 1);
+                let from = rng.index(other.len());
                 data.truncate(cut);
                 data.extend_from_slice(&other[from..]);
             }
             _ if !data.is_empty() => {
-                let at = rng.below(data.len());
-                let len = 1 + rng.below((data.len() - at).min(16));
+                let at = rng.index(data.len());
+                let len = 1 + rng.index((data.len() - at).min(16));
                 let copy = data[at..at + len].to_vec();
                 data.splice(at..at, copy);
             }
@@ -103,10 +82,10 @@ fn run(name: &str, target: fn(&[u8]), seeds: &[Vec<u8>], mutations: usize, seed:
     for (index, data) in seeds.iter().enumerate() {
         check(data, &format!("seed {index}"));
     }
-    let mut rng = Prng::new(seed);
+    let mut rng = Prng::from_seed(seed);
     for round in 0..mutations {
-        let data = &seeds[rng.below(seeds.len())];
-        let other = &seeds[rng.below(seeds.len())];
+        let data = &seeds[rng.index(seeds.len())];
+        let other = &seeds[rng.index(seeds.len())];
         check(&mutate(data, other, &mut rng), &format!("mutation {round}"));
     }
 }

@@ -120,16 +120,6 @@ impl Scrape {
     }
 }
 
-fn remove_op(id: u64, map_name: &str, key: &str, millis: u64) -> Value {
-    map(vec![
-        ("id", s(&id.to_string())),
-        ("mapName", s(map_name)),
-        ("opType", s("REMOVE")),
-        ("key", s(key)),
-        ("record", map(vec![("value", Value::Nil), ("timestamp", timestamp(millis, 0, "client-a"))])),
-    ])
-}
-
 // Goal: on two shards, /metrics counts what a client did: OP_BATCH requests in the request
 // histogram (one sample per batch), every routed batch in the apply histogram, ops by kind,
 // the PING, an ERROR by its code, and the records held; every histogram is well formed.

@@ -19,38 +19,5 @@ pub use ormap::{OrChange, OrMap};
 /// Seeded randomness for the property tests of all three containers.
 #[cfg(test)]
 pub(crate) mod test_prng {
-    /// A xorshift64* generator: seeded, replayable, no dependency.
-    pub(crate) struct Prng(u64);
-
-    impl Prng {
-        pub(crate) fn from_seed(seed: u64) -> Prng {
-            Prng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        /// A number in `0..bound`.
-        pub(crate) fn below(&mut self, bound: u64) -> u64 {
-            assert!(bound > 0);
-            self.next() % bound
-        }
-
-        /// An index into a slice of `len` elements.
-        pub(crate) fn index(&mut self, len: usize) -> usize {
-            self.below(len as u64) as usize
-        }
-
-        /// Fisher-Yates shuffle.
-        pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
-            for last in (1..items.len()).rev() {
-                let other = self.index(last + 1);
-                items.swap(last, other);
-            }
-        }
-    }
+    pub(crate) use crate::fuzzing::Prng;
 }

@@ -22,7 +22,10 @@
 //! `seeds` derives starting corpora for every target from the protocol vectors.
 
 mod client_encode;
+mod prng;
 pub mod seeds;
+
+pub use prng::Prng;
 
 use std::cmp::Ordering;
 use std::pin::Pin;

@@ -435,6 +435,17 @@ pub fn timestamp(millis: u64, counter: u32, node: &str) -> Value {
     map(vec![("millis", Value::from(millis as f64)), ("counter", Value::from(counter)), ("nodeId", s(node))])
 }
 
+/// One REMOVE op with a tombstone record stamped `millis` by `client-a`.
+pub fn remove_op(id: u64, map_name: &str, key: &str, millis: u64) -> Value {
+    map(vec![
+        ("id", s(&id.to_string())),
+        ("mapName", s(map_name)),
+        ("opType", s("REMOVE")),
+        ("key", s(key)),
+        ("record", map(vec![("value", Value::Nil), ("timestamp", timestamp(millis, 0, "client-a"))])),
+    ])
+}
+
 /// One LWW put op as the client's op log holds it.
 pub fn put_op(id: u64, map_name: &str, key: &str, value: Value, millis: u64) -> Value {
     map(vec![
