@@ -16,7 +16,7 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -502,23 +502,37 @@ fn subscriber_that_never_reads_is_cut_off_under_a_write_flood() {
     query(&mut reading, "flooded", "flood", map(vec![]));
     reading.expect_silence();
     // The reading subscriber must get one QUERY_UPDATE per put, the writer's last ("end") too.
-    let reader = thread::spawn(move || {
-        let mut updates = 0u64;
-        while updates < BATCHES * OPS + 1 {
-            if type_of(&reading.recv()) == "QUERY_UPDATE" {
-                updates += 1;
+    // The writer keeps at most one batch ahead of it (a batch is ~30 KB of frames to it, under
+    // the 64 KiB bound), so a reader the test machine deschedules for a moment is never cut.
+    let read = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let read = Arc::clone(&read);
+        thread::spawn(move || {
+            let mut updates = 0u64;
+            while updates < BATCHES * OPS + 1 {
+                if type_of(&reading.recv()) == "QUERY_UPDATE" {
+                    updates += 1;
+                    read.store(updates, Ordering::Relaxed);
+                }
             }
-        }
-        (reading, updates)
-    });
+            (reading, updates)
+        })
+    };
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let writer = {
-        let (mut writer, acknowledged) = (server.client(), Arc::clone(&acknowledged));
+        let (mut writer, acknowledged, read) = (server.client(), Arc::clone(&acknowledged), Arc::clone(&read));
         thread::spawn(move || {
             let value = s(&"v".repeat(512));
             let mut slowest = Duration::ZERO;
             for batch in 0..BATCHES {
+                let deadline = Instant::now() + RECV_TIMEOUT;
+                while read.load(Ordering::Relaxed) < batch * OPS {
+                    assert!(Instant::now() < deadline, "the reading subscriber stalled before batch {batch}");
+                    // A test thread, not a shard: a short sleep between looks is what we want.
+                    #[allow(clippy::disallowed_methods)]
+                    thread::sleep(Duration::from_micros(200));
+                }
                 let ops = (0..OPS)
                     .map(|op| {
                         let id = batch * OPS + op + 1;
