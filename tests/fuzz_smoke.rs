@@ -41,7 +41,8 @@ fn mutate(seed: &[u8], other: &[u8], rng: &mut Prng) -> Vec<u8> {
             }
             2 if !data.is_empty() => data.truncate(rng.index(data.len())),
             3 => {
-                let byte = if rng.index(2) == 0 { INTERESTING[rng.index(INTERESTING.len())] } else { rng.next() as u8 };
+                let byte =
+                    if rng.index(2) == 0 { INTERESTING[rng.index(INTERESTING.len())] } else { rng.next_u64() as u8 };
                 data.insert(rng.index(data.len() + 1), byte);
             }
             4 if !data.is_empty() => {
@@ -61,7 +62,7 @@ fn mutate(seed: &[u8], other: &[u8], rng: &mut Prng) -> Vec<u8> {
                 let copy = data[at..at + len].to_vec();
                 data.splice(at..at, copy);
             }
-            _ => data.push(rng.next() as u8),
+            _ => data.push(rng.next_u64() as u8),
         }
     }
     data

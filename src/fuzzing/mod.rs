@@ -22,10 +22,10 @@
 //! `seeds` derives starting corpora for every target from the protocol vectors.
 
 mod client_encode;
-mod prng;
 pub mod seeds;
 
-pub use prng::Prng;
+/// The seeded generator of the simulations and the fuzz smoke test (one for the workspace).
+pub use shardgrid_storage::sim::Prng;
 
 use std::cmp::Ordering;
 use std::pin::Pin;

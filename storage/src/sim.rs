@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use crate::log::{FlushJob, FlushResult};
 use crate::SegmentId;
 
-/// A tiny deterministic PRNG (xorshift64*), so simulated crashes replay from a seed.
+/// A tiny deterministic PRNG (xorshift64*), so simulated crashes — and the server crate's
+/// seeded simulations and fuzz smoke test — replay from a seed. Not for real randomness.
 #[derive(Clone, Debug)]
 pub struct Prng(u64);
 
@@ -32,6 +33,19 @@ impl Prng {
     pub fn below(&mut self, bound: u64) -> u64 {
         assert!(bound > 0);
         self.next_u64() % bound
+    }
+
+    /// An index into a slice of `len` elements (`len > 0`).
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for last in (1..items.len()).rev() {
+            let other = self.index(last + 1);
+            items.swap(last, other);
+        }
     }
 }
 
