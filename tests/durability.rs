@@ -120,7 +120,9 @@ struct Ledger {
 
 /// One writer: PERSISTED batches of 5 puts over its own 40 keys with increasing timestamps,
 /// until the server goes away. Counts acknowledged batches in `acks`; returns its ledger.
-fn writer_loop(port: u16, writer: u32, cycle: u32, acks: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Ledger {
+/// Its timestamps start above `after`, the last one it used before the crash: like a client's
+/// clock, they never repeat, also when a fast writer has run ahead of the wall clock.
+fn writer_loop(port: u16, writer: u32, cycle: u32, after: u64, acks: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Ledger {
     let mut ledger = Ledger::default();
     let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return ledger };
     let Ok((mut socket, _)) = tungstenite::client(format!("ws://127.0.0.1:{port}/ws"), stream) else { return ledger };
@@ -128,7 +130,7 @@ fn writer_loop(port: u16, writer: u32, cycle: u32, acks: Arc<AtomicU64>, stop: A
     let map_name = format!("crash-{writer}");
     let node = format!("writer{writer}");
     let mut prng = Prng::from_seed(u64::from(cycle) * 1_000 + u64::from(writer));
-    let mut last_millis = now_ms();
+    let mut last_millis = now_ms().max(after);
     let mut id = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut ops = Vec::new();
@@ -237,8 +239,10 @@ fn sigkill_under_load_keeps_every_acknowledged_write() {
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..4)
             .map(|writer| {
+                let map_name = format!("crash-{writer}");
+                let after = ledger.sent.keys().filter(|(map, ..)| *map == map_name).map(|(.., millis)| *millis).max();
                 let (acks, stop, port) = (Arc::clone(&acks), Arc::clone(&stop), server.port);
-                std::thread::spawn(move || writer_loop(port, writer, cycle, acks, stop))
+                std::thread::spawn(move || writer_loop(port, writer, cycle, after.unwrap_or(0), acks, stop))
             })
             .collect();
         let kill_after = 10 + prng.below(150);
