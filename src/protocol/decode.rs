@@ -811,7 +811,7 @@ impl<'a, 'p> Fields<'a, 'p> {
         name: &str,
         convert: impl FnOnce(Raw<'a>, &Path<'_>) -> Result<T, DecodeError>,
     ) -> Result<T, DecodeError> {
-        convert(self.req_raw(name)?, &self.path(name))
+        required(self.present(name), &self.path, name, convert)
     }
 
     /// An optional field: `None` when absent or nil.
@@ -820,10 +820,7 @@ impl<'a, 'p> Fields<'a, 'p> {
         name: &str,
         convert: impl FnOnce(Raw<'a>, &Path<'_>) -> Result<T, DecodeError>,
     ) -> Result<Option<T>, DecodeError> {
-        match self.non_nil(name) {
-            None => Ok(None),
-            Some(raw) => convert(raw, &self.path(name)).map(Some),
-        }
+        optional(self.present(name), &self.path, name, convert)
     }
 
     /// A required map field, ready to read.
@@ -955,7 +952,8 @@ fn visit_fields<'a>(raw: Raw<'a>, path: &Path<'_>, mut visit: impl FnMut(&[u8], 
     Ok(())
 }
 
-/// A visited field that must be present (nil is handed to `convert`), as `Fields::req`.
+/// A field that must be present (nil is handed to `convert`); `Fields::req` and the visiting
+/// decoders both answer through it, so their errors read the same.
 fn required<'a, T>(
     value: Option<Raw<'a>>,
     path: &Path<'_>,
@@ -969,7 +967,7 @@ fn required<'a, T>(
     }
 }
 
-/// A visited optional field: `None` when absent or nil, as `Fields::opt`.
+/// An optional field: `None` when absent or nil (`Fields::opt` and the visiting decoders).
 fn optional<'a, T>(
     value: Option<Raw<'a>>,
     path: &Path<'_>,
