@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rmpv::Value;
-use shardgrid::hash::{partition_of, PARTITION_COUNT};
-use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 
 /// Rounds per measurement when `COORD_LATENCY_ROUNDS` is not set: enough to exercise the
 /// paths in an ordinary (debug) test run.
@@ -45,14 +43,6 @@ fn client_on(server: &Server, shard: usize, spare: &mut Vec<Client>) -> Client {
         spare.push(client);
     }
     panic!("no connection landed on shard {shard}");
-}
-
-fn name_owned_by(prefix: &str, shard: u16) -> String {
-    let table = PartitionTable::new(PARTITION_COUNT, 2);
-    (0..)
-        .map(|index| format!("{prefix}-{index}"))
-        .find(|name| table.owner(PartitionId(partition_of(name))) == ShardId(shard))
-        .unwrap()
 }
 
 fn fence(client: &mut Client) {

@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 use rmpv::Value;
-use shardgrid::hash::{partition_of, PARTITION_COUNT};
-use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 
 /// Connections per shard, from `/metrics` (`shardgrid_connections{shard="n"}`).
 fn connections_per_shard(server: &Server) -> Vec<u64> {
@@ -38,15 +36,6 @@ fn clients_on(server: &Server, wanted: &[usize]) -> (Vec<Client>, Vec<Client>) {
     }
     let placed = placed.into_iter().map(|client| client.expect("the kernel put a connection on every shard")).collect();
     (placed, spare)
-}
-
-/// A name with `prefix` whose partition belongs to `shard` of a two-shard server.
-fn name_owned_by(prefix: &str, shard: u16) -> String {
-    let table = PartitionTable::new(PARTITION_COUNT, 2);
-    (0..)
-        .map(|index| format!("{prefix}-{index}"))
-        .find(|name| table.owner(PartitionId(partition_of(name))) == ShardId(shard))
-        .unwrap()
 }
 
 fn topic_sub(client: &mut Client, topic: &str) {

@@ -552,3 +552,15 @@ impl Server {
 pub fn no_auth_client(port: u16) -> Client {
     Client::connect(port, "/ws")
 }
+
+/// A name with `prefix` whose partition belongs to `shard` of a two-shard server.
+pub fn name_owned_by(prefix: &str, shard: u16) -> String {
+    let table = shardgrid_shards::PartitionTable::new(shardgrid::hash::PARTITION_COUNT, 2);
+    (0..)
+        .map(|index| format!("{prefix}-{index}"))
+        .find(|name| {
+            table.owner(shardgrid_shards::PartitionId(shardgrid::hash::partition_of(name)))
+                == shardgrid_shards::ShardId(shard)
+        })
+        .unwrap()
+}
