@@ -150,8 +150,71 @@ fn codec_and_apply_benches() {
     });
 }
 
+/// Inserts `keys` fresh keys through `insert`, one at a time; prints the mean and the slowest
+/// single insert. The slowest is what a request queued behind that insert waits.
+fn growth(name: &str, keys: u64, mut insert: impl FnMut(u64)) {
+    let keys = if quick() { keys.min(10_000) } else { keys };
+    let started = Instant::now();
+    let mut worst_ns = 0u128;
+    let mut over_ms = 0u64;
+    for key in 0..keys {
+        let before = Instant::now();
+        insert(key);
+        let took = before.elapsed().as_nanos();
+        over_ms += u64::from(took > 1_000_000);
+        worst_ns = worst_ns.max(took);
+    }
+    let mean_ns = started.elapsed().as_nanos() as f64 / keys as f64;
+    println!(
+        "{name:<58} {mean_ns:>12.1} ns/op  worst {:.3} ms, {over_ms} over 1 ms  ({keys} keys)",
+        worst_ns as f64 / 1e6
+    );
+}
+
+/// Drops `table` and hands the freed memory back before the next measurement, so glibc's
+/// deferred consolidation of a million freed blocks is not charged to the next first insert.
+fn release<T>(table: T) {
+    drop(table);
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only reorganises the allocator's free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Tables growing to a million keys: an all-at-once resize (hashbrown's `AHashMap`) against
+/// the incremental one the shard's per-key tables use (`shardgrid::table::GrowingMap`).
+fn growth_benches() {
+    let mut all_at_once: ahash::AHashMap<String, u64> = ahash::AHashMap::new();
+    growth("table: AHashMap insert, growing to 1,000,000 keys", 1_000_000, |key| {
+        all_at_once.insert(format!("key-{key}"), key);
+    });
+    release(all_at_once);
+    let mut incremental: shardgrid::table::GrowingMap<String, u64> = Default::default();
+    growth("table: GrowingMap insert, growing to 1,000,000 keys", 1_000_000, |key| {
+        incremental.insert(format!("key-{key}"), key);
+    });
+    release(incremental);
+    let now = 1_700_000_000_000u64;
+    let mut data = ShardData::new("server");
+    let value = Bytes::from(encode(&Value::Map(vec![(Value::from("payload"), Value::from("x".repeat(64)))])));
+    growth("shard: apply LWW puts, one map growing to 1,000,000 keys", 1_000_000, |key| {
+        let record = LwwRecord { value: Some(value.clone()), timestamp: Timestamp::new(now, 0, "c"), ttl_ms: None };
+        let op = ClientOp {
+            id: None,
+            map_name: "bench".into(),
+            key: format!("key-{key}"),
+            kind: OpKind::Put(record),
+            write_concern: None,
+            timeout: None,
+        };
+        black_box(data.apply(op, now));
+    });
+}
+
 fn main() {
     println!("shardgrid hot-path benchmarks{}", if quick() { " (quick mode)" } else { "" });
     live_index_benches();
     codec_and_apply_benches();
+    growth_benches();
 }

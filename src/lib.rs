@@ -26,3 +26,4 @@ pub mod search;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod table;

@@ -6,9 +6,8 @@
 //! of a write, rejecting timestamps from the future and deciding when tombstones may be
 //! collected are the caller's business.
 
-use ahash::AHashMap;
-
 use crate::model::{LwwRecord, Timestamp};
+use crate::table::GrowingMap;
 
 /// What merging one record did to the map.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +23,7 @@ pub enum LwwMerge {
 /// partition's owner shard; the shard holds one per map it owns keys of.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LwwMap {
-    records: AHashMap<String, LwwRecord>,
+    records: GrowingMap<String, LwwRecord>,
     /// Key and value bytes of the stored records (`record_bytes`), kept as records come and go.
     bytes: usize,
 }

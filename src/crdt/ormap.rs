@@ -10,6 +10,7 @@ use ahash::{AHashMap, AHashSet};
 use bytes::Bytes;
 
 use crate::model::OrRecord;
+use crate::table::GrowingMap;
 
 /// Whether an OR-Map operation changed the map's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +37,7 @@ impl OrChange {
 #[derive(Clone, Debug, Default)]
 pub struct OrMap {
     /// key -> tag -> record. A key with no records has no entry.
-    entries: AHashMap<String, AHashMap<String, OrRecord>>,
+    entries: GrowingMap<String, AHashMap<String, OrRecord>>,
     tombstones: AHashSet<String>,
     /// Key, tag and value bytes of the stored records plus the tombstoned tags' bytes, kept as
     /// they come and go.

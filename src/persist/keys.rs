@@ -8,9 +8,11 @@
 //! It is an estimate where it can afford to be: whether a record is copied is decided against
 //! `ShardData` when compaction reaches it.
 
-use ahash::{AHashMap, RandomState};
+use ahash::RandomState;
 use shardgrid_storage::compaction::SegmentTable;
 use shardgrid_storage::{RecordKind, SegmentId};
+
+use crate::table::GrowingMap;
 
 /// The hash identifying one record key.
 pub type KeyHash = u128;
@@ -27,7 +29,7 @@ struct KeyEntry {
 
 /// See the module doc.
 pub struct KeyIndex {
-    entries: AHashMap<KeyHash, KeyEntry>,
+    entries: GrowingMap<KeyHash, KeyEntry>,
     low: RandomState,
     high: RandomState,
 }
@@ -37,7 +39,7 @@ impl Default for KeyIndex {
         // Fixed seeds: the index never leaves the process, but a run is easier to reason about
         // when it hashes the same way every time.
         KeyIndex {
-            entries: AHashMap::new(),
+            entries: GrowingMap::default(),
             low: RandomState::with_seeds(0x5348_4152, 0x4447_5249, 0x445f_4b45, 0x595f_4c4f),
             high: RandomState::with_seeds(0x5348_4152, 0x4447_5249, 0x445f_4b45, 0x595f_4849),
         }

@@ -23,6 +23,7 @@ use crate::hlc::Hlc;
 use crate::merkle::{BucketPath, LeafIndex, LeafSum, LeafSums};
 use crate::model::{LwwRecord, OrRecord, Timestamp};
 use crate::protocol::OrMapEntry;
+use crate::table::GrowingMap;
 
 /// Which of a map's two possible trees: the LWW map's or the OR map's of the same name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -166,7 +167,7 @@ pub struct SyncIndexes {
 struct LwwIndex {
     leaves: LeafSums,
     /// Every key of the map on this shard, tombstones included.
-    keys: AHashMap<Arc<str>, LwwKeyMeta>,
+    keys: GrowingMap<Arc<str>, LwwKeyMeta>,
     leaf_keys: AHashMap<LeafIndex, Vec<Arc<str>>>,
     /// Each key once, at the arrival of its current record.
     changes: ChangeLog,
@@ -304,7 +305,7 @@ struct OrIndex {
     leaves: LeafSums,
     /// Keys with a visible record or a removal attributed to them. A key never leaves: its
     /// tombstones are kept for good (PROTOCOL.md §6.4).
-    keys: AHashMap<Arc<str>, OrKeyMeta>,
+    keys: GrowingMap<Arc<str>, OrKeyMeta>,
     leaf_keys: AHashMap<LeafIndex, Vec<Arc<str>>>,
     /// Tag -> the key holding the visible record with that tag.
     live_tags: AHashMap<String, Arc<str>>,
