@@ -7,8 +7,12 @@
 #   bench/benchmarks.sh                       # everything, JSON reports under target/benchmarks
 #   SECTIONS="redis put" bench/benchmarks.sh  # some sections only
 #
-# Sections: redis put shards batch floor open fanout placement storm. Environment: SERVER_CPU
-# (0), BENCH_CPU (1), DURATION (8 s per run), OUT (target/benchmarks).
+# Sections: redis put shards batch floor open fanout placement storm scaling. Environment:
+# SERVER_CPU (0), BENCH_CPU (1), DURATION (8 s per run), OUT (target/benchmarks), BUILD (1: build
+# the release binaries first; 0: use those in target/release as they are).
+# The scaling section (not in the default set) needs a machine with spare CPUs: it runs 1, 2, 4…
+# shards (SCALE_SHARDS, "1 2 4 8") on the first N CPUs of SCALE_SERVER_CPUS ("0 1 2 3 4 5 6 7"),
+# 50 connections and maps per shard, with the generator on SCALE_BENCH_CPUS ("8-15").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +21,15 @@ BENCH_CPU=${BENCH_CPU:-1}
 DURATION=${DURATION:-8}
 OUT=${OUT:-target/benchmarks}
 SECTIONS=${SECTIONS:-redis put shards batch floor open fanout placement storm}
-BIN=target/release
+BIN=${BIN:-target/release}
 # The write workload of every put run: 50 connections, one map each (no connection gets events
 # of another's writes), OP_BATCH of 10, values of about 64 bytes like redis-benchmark -d 64.
 PUT_ARGS=(--conns 50 --batch 10 --maps 50 --value-bytes 40)
 
 mkdir -p "$OUT"
-cargo build --release -q -p shardgrid -p shardgrid-bench
+if [ "${BUILD:-1}" = 1 ]; then
+    cargo build --release -q -p shardgrid -p shardgrid-bench
+fi
 
 SERVER_PID=""
 PORT=""
@@ -130,4 +136,20 @@ if want storm; then
     printf '%-28s %s\n' connect-storm-2000x3 "$("$BIN/shardgrid-bench" connect-storm --url "ws://127.0.0.1:$PORT/ws" \
         --cores "$BENCH_CPU" --conns 2000 --rounds 3 --quiet --json "$OUT/connect-storm.json" | tail -n 1)"
     stop_server
+fi
+
+if want scaling; then
+    read -r -a server_cpus <<<"${SCALE_SERVER_CPUS:-0 1 2 3 4 5 6 7}"
+    one=""
+    for shards in ${SCALE_SHARDS:-1 2 4 8}; do
+        cpus=$(IFS=,; echo "${server_cpus[*]:0:$shards}")
+        start_server "$cpus"
+        run "scaling-$shards-shards" "${SCALE_BENCH_CPUS:-8-15}" put --conns $((50 * shards)) --batch 10 \
+            --maps $((50 * shards)) --value-bytes 40
+        stop_server
+        ops=$(ops_per_s "$OUT/scaling-$shards-shards.json")
+        one=${one:-$ops}
+        printf '%-28s %s ops/s, %s x one shard, %s x (N x one shard)\n' "scaling-$shards-shards" "$ops" \
+            "$(python3 -c "print(round($ops / $one, 2))")" "$(python3 -c "print(round($ops / ($one * $shards), 2))")"
+    done
 fi

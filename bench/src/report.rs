@@ -31,6 +31,10 @@ pub enum RowId {
     PubsubMessage,
     /// `connect-storm`: TCP connect, WebSocket upgrade and AUTH_ACK (or PONG without auth).
     Connect,
+    /// Open loop: a request's intended send time to the moment the generator finished sending
+    /// it. Large values mean the generator itself fell behind its schedule, so the latency
+    /// rows measure the generator as much as the server.
+    SendLag,
 }
 
 impl RowId {
@@ -45,6 +49,7 @@ impl RowId {
             RowId::PubsubPublish => "pubsub publish",
             RowId::PubsubMessage => "pubsub TOPIC_MESSAGE",
             RowId::Connect => "connect-storm",
+            RowId::SendLag => "send lag",
         }
     }
 }

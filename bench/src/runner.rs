@@ -1045,6 +1045,13 @@ async fn drive_requests(conn: &Conn, sender: &mut Sender) {
                 if let Err(error) = send_bytes(sender, &out).await {
                     return send_failed(error);
                 }
+                if shared.plan.rate_ops_per_s.is_some() {
+                    let ops = match kind {
+                        RequestKind::Write { ops } => u64::from(ops),
+                        RequestKind::Read | RequestKind::Publish => 1,
+                    };
+                    conn.recorder.borrow_mut().latency(RowId::SendLag, intended_ns, shared.now_ns(), ops);
+                }
                 sends_without_wait += 1;
                 if sends_without_wait >= SENDS_BEFORE_YIELD_MAX {
                     sends_without_wait = 0;
@@ -1489,10 +1496,10 @@ pub fn run(scenario: &Scenario, command_line: String) -> Result<Report, BenchErr
 /// The rows each scenario shows, in order.
 fn rows_of(kind: Kind) -> &'static [RowId] {
     match kind {
-        Kind::Put => &[RowId::Put],
-        Kind::Mixed => &[RowId::MixedWrite, RowId::MixedRead],
-        Kind::Fanout => &[RowId::FanoutWrite, RowId::FanoutEvent, RowId::FanoutUpdate],
-        Kind::Pubsub => &[RowId::PubsubPublish, RowId::PubsubMessage],
+        Kind::Put => &[RowId::Put, RowId::SendLag],
+        Kind::Mixed => &[RowId::MixedWrite, RowId::MixedRead, RowId::SendLag],
+        Kind::Fanout => &[RowId::FanoutWrite, RowId::FanoutEvent, RowId::FanoutUpdate, RowId::SendLag],
+        Kind::Pubsub => &[RowId::PubsubPublish, RowId::PubsubMessage, RowId::SendLag],
         Kind::Storm => &[RowId::Connect],
     }
 }
@@ -1530,6 +1537,7 @@ fn build_report(shared: &Shared, outcomes: Vec<ThreadOutcome>, command_line: Str
     let conns_of_row = |row: RowId| match row {
         RowId::FanoutEvent | RowId::FanoutUpdate | RowId::PubsubMessage => plan.conns_of(Role::Subscriber),
         RowId::PubsubPublish => plan.conns_of(Role::Publisher),
+        RowId::SendLag if kind == Kind::Pubsub => plan.conns_of(Role::Publisher),
         RowId::Connect => plan.conns_of(Role::Storm),
         _ => plan.conns_of(Role::Writer),
     };
@@ -1537,8 +1545,11 @@ fn build_report(shared: &Shared, outcomes: Vec<ThreadOutcome>, command_line: Str
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for &row in rows_of(kind) {
         let stats = rows.get(&row).cloned().unwrap_or_default();
-        // QUERY_UPDATE is shown once a server sends it.
-        if row == RowId::FanoutUpdate && stats.histogram.count() == 0 && stats.errors.is_empty() {
+        // QUERY_UPDATE is shown once a server sends it, send lag in open loop.
+        if matches!(row, RowId::FanoutUpdate | RowId::SendLag)
+            && stats.histogram.count() == 0
+            && stats.errors.is_empty()
+        {
             continue;
         }
         for (error, count) in &stats.errors {
