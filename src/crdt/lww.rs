@@ -6,6 +6,8 @@
 //! of a write, rejecting timestamps from the future and deciding when tombstones may be
 //! collected are the caller's business.
 
+use compact_str::CompactString;
+
 use crate::model::{LwwRecord, Timestamp};
 use crate::table::GrowingMap;
 
@@ -23,7 +25,8 @@ pub enum LwwMerge {
 /// partition's owner shard; the shard holds one per map it owns keys of.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LwwMap {
-    records: GrowingMap<String, LwwRecord>,
+    /// Keys of up to 24 bytes live inside the table's slot, without an allocation of their own.
+    records: GrowingMap<CompactString, LwwRecord>,
     /// Key and value bytes of the stored records (`record_bytes`), kept as records come and go.
     bytes: usize,
 }
@@ -50,7 +53,7 @@ impl LwwMap {
             Some(_) => LwwMerge::Unchanged,
             None => {
                 self.bytes += record_bytes(key, &record);
-                self.records.insert(key.to_owned(), record);
+                self.records.insert(CompactString::from(key), record);
                 LwwMerge::Applied { previous: None }
             }
         }

@@ -260,23 +260,22 @@ impl LwwIndex {
     fn refresh(&mut self, key: &str, record: &LwwRecord, arrival: Arrival) {
         let leaf = LeafIndex::of_key(key);
         let item_hash = lww_item_hash(key, &record.timestamp);
-        let (name, old_hash) = match self.keys.get(key) {
-            Some(meta) => {
-                let (name, due) = self.changes.clear(meta.slot);
-                let old_hash = meta.item_hash;
-                if let Some(position) = due {
-                    self.compact(position);
-                }
-                (name, Some(old_hash))
+        // One lookup for a key already indexed (the common overwrite): its entry is updated
+        // in place; a new key is inserted once.
+        if let Some(meta) = self.keys.get_mut(key) {
+            let old_hash = std::mem::replace(&mut meta.item_hash, item_hash);
+            let (name, due) = self.changes.clear(meta.slot);
+            meta.slot = self.changes.push(arrival, name);
+            self.leaves.replace_item(leaf, Some(old_hash), Some(item_hash));
+            if let Some(position) = due {
+                self.compact(position);
             }
-            None => {
-                let name: Arc<str> = Arc::from(key);
-                self.leaf_keys.entry(leaf).or_default().push(Arc::clone(&name));
-                self.leaves.add_key(leaf);
-                (name, None)
-            }
-        };
-        self.leaves.replace_item(leaf, old_hash, Some(item_hash));
+            return;
+        }
+        let name: Arc<str> = Arc::from(key);
+        self.leaf_keys.entry(leaf).or_default().push(Arc::clone(&name));
+        self.leaves.add_key(leaf);
+        self.leaves.replace_item(leaf, None, Some(item_hash));
         let slot = self.changes.push(arrival, Arc::clone(&name));
         self.keys.insert(name, LwwKeyMeta { item_hash, slot });
     }
