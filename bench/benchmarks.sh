@@ -7,9 +7,11 @@
 #   bench/benchmarks.sh                       # everything, JSON reports under target/benchmarks
 #   SECTIONS="redis put" bench/benchmarks.sh  # some sections only
 #
-# Sections: redis put shards batch floor open fanout placement storm scaling. Environment:
+# Sections: redis put shards batch floor open fanout placement storm scaling memory. Environment:
 # SERVER_CPU (0), BENCH_CPU (1), DURATION (8 s per run), OUT (target/benchmarks), BUILD (1: build
 # the release binaries first; 0: use those in target/release as they are).
+# The memory section (not in the default set, ~1 minute) fills one shard with ~1,000,000 keys of
+# ~64-byte values and prints resident bytes per key.
 # The scaling section (not in the default set) needs a machine with spare CPUs: it runs 1, 2, 4…
 # shards (SCALE_SHARDS, "1 2 4 8") on the first N CPUs of SCALE_SERVER_CPUS ("0 1 2 3 4 5 6 7"),
 # 50 connections and maps per shard, with the generator on SCALE_BENCH_CPUS ("8-15").
@@ -117,9 +119,11 @@ if want open; then
 fi
 
 if want fanout; then
+    # FANOUT_BENCH_CPUS: the generator's CPUs for these runs (default BENCH_CPU). One generator
+    # thread receiving every subscriber's frames falls behind before the server does.
     for subscribers in 1 100 1000; do
         start_server "$SERVER_CPU"
-        run "fanout-$subscribers-subs" "$BENCH_CPU" fanout --subscribers "$subscribers" --writers 1 --rate 400
+        run "fanout-$subscribers-subs" "${FANOUT_BENCH_CPUS:-$BENCH_CPU}" fanout --subscribers "$subscribers" --writers 1 --rate 400
         stop_server
     done
 fi
@@ -145,11 +149,36 @@ if want scaling; then
         cpus=$(IFS=,; echo "${server_cpus[*]:0:$shards}")
         start_server "$cpus"
         run "scaling-$shards-shards" "${SCALE_BENCH_CPUS:-8-15}" put --conns $((50 * shards)) --batch 10 \
-            --maps $((50 * shards)) --value-bytes 40
+            --maps $((50 * shards)) --value-bytes 40 &
+        run_pid=$!
+        # CPU use of server and generator over 2 s in the middle of the measured window, in
+        # CPUs (1.0 = one CPU busy all the time), to tell which side was the limit.
+        sleep $((DURATION / 2))
+        bench_pid=$(pgrep -n -f "shardgrid-bench put" || true)
+        cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+        s0=$(cpu_ticks "$SERVER_PID") b0=$(cpu_ticks "$bench_pid")
+        sleep 2
+        s1=$(cpu_ticks "$SERVER_PID") b1=$(cpu_ticks "$bench_pid")
+        wait "$run_pid"
         stop_server
         ops=$(ops_per_s "$OUT/scaling-$shards-shards.json")
         one=${one:-$ops}
-        printf '%-28s %s ops/s, %s x one shard, %s x (N x one shard)\n' "scaling-$shards-shards" "$ops" \
-            "$(python3 -c "print(round($ops / $one, 2))")" "$(python3 -c "print(round($ops / ($one * $shards), 2))")"
+        printf '%-28s %s ops/s, %s x one shard, %s x (N x one shard); CPUs busy: server %s, generator %s\n' \
+            "scaling-$shards-shards" "$ops" "$(python3 -c "print(round($ops / $one, 2))")" \
+            "$(python3 -c "print(round($ops / ($one * $shards), 2))")" \
+            "$(python3 -c "print(round(($s1 - $s0) / 200, 2))")" "$(python3 -c "print(round(($b1 - $b0) / 200, 2))")"
     done
+fi
+
+if want memory; then
+    start_server "$SERVER_CPU"
+    idle_kib=$(awk '/^VmRSS/{print $2}' "/proc/$SERVER_PID/status")
+    # 50 maps of 21,000 keys each, written at random until nearly every key exists.
+    "$BIN/shardgrid-bench" put --url "ws://127.0.0.1:$PORT/ws" --cores "$BENCH_CPU" --quiet --conns 50 --batch 10 \
+        --maps 50 --keys 21000 --value-bytes 40 --duration "${FILL_SECONDS:-40}" --json "$OUT/memory-fill.json" >/dev/null
+    rss_kib=$(awk '/^VmRSS/{print $2}' "/proc/$SERVER_PID/status")
+    keys=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^shardgrid_records/{sum += $2} END {print sum}')
+    printf '%-28s %s keys, RSS %s KiB (idle %s KiB), %s bytes per key\n' memory-per-key "$keys" "$rss_kib" \
+        "$idle_kib" "$(( (rss_kib - idle_kib) * 1024 / keys ))"
+    stop_server
 fi
