@@ -177,7 +177,9 @@ if want memory; then
     "$BIN/shardgrid-bench" put --url "ws://127.0.0.1:$PORT/ws" --cores "$BENCH_CPU" --quiet --conns 50 --batch 10 \
         --maps 50 --keys 21000 --value-bytes 40 --duration "${FILL_SECONDS:-40}" --json "$OUT/memory-fill.json" >/dev/null
     rss_kib=$(awk '/^VmRSS/{print $2}' "/proc/$SERVER_PID/status")
-    keys=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^shardgrid_records/{sum += $2} END {print sum}')
+    keys=$(python3 -c 'import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+print(sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("shardgrid_records")))' "$PORT")
     printf '%-28s %s keys, RSS %s KiB (idle %s KiB), %s bytes per key\n' memory-per-key "$keys" "$rss_kib" \
         "$idle_kib" "$(( (rss_kib - idle_kib) * 1024 / keys ))"
     stop_server
