@@ -9,7 +9,8 @@
 #
 # Sections: redis put shards batch floor open fanout placement storm scaling memory. Environment:
 # SERVER_CPU (0), BENCH_CPU (1), DURATION (8 s per run), OUT (target/benchmarks), BUILD (1: build
-# the release binaries first; 0: use those in target/release as they are).
+# the release binaries first; 0: use those in $BIN, default target/release, as they are),
+# SERVER_ARGS (more options for every server started, like `--spin-before-park-us 200`).
 # The memory section (not in the default set, ~1 minute) fills one shard with ~1,000,000 keys of
 # ~64-byte values and prints resident bytes per key.
 # The scaling section (not in the default set) needs a machine with spare CPUs: it runs 1, 2, 4…
@@ -38,7 +39,8 @@ PORT=""
 start_server() { # CPU list, extra server args...
     local cpus=$1
     shift
-    "$BIN/shardgrid" --no-auth --storage memory --port 0 --host 127.0.0.1 --cores "$cpus" "$@" \
+    # shellcheck disable=SC2086 # SERVER_ARGS is a list of options
+    "$BIN/shardgrid" --no-auth --storage memory --port 0 --host 127.0.0.1 --cores "$cpus" ${SERVER_ARGS:-} "$@" \
         >"$OUT/server.stdout" 2>"$OUT/server.stderr" &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
