@@ -7,7 +7,8 @@
 #   bench/benchmarks.sh                       # everything, JSON reports under target/benchmarks
 #   SECTIONS="redis put" bench/benchmarks.sh  # some sections only
 #
-# Sections: redis put shards batch floor open fanout placement storm scaling memory. Environment:
+# Sections: redis put shards batch floor open fanout placement storm scaling scaling-control
+# memory. Environment:
 # SERVER_CPU (0), BENCH_CPU (1), DURATION (8 s per run), OUT (target/benchmarks), BUILD (1: build
 # the release binaries first; 0: use those in $BIN, default target/release, as they are),
 # SERVER_ARGS (more options for every server started, like `--spin-before-park-us 200`).
@@ -16,6 +17,9 @@
 # The scaling section (not in the default set) needs a machine with spare CPUs: it runs 1, 2, 4…
 # shards (SCALE_SHARDS, "1 2 4 8") on the first N CPUs of SCALE_SERVER_CPUS ("0 1 2 3 4 5 6 7"),
 # 50 connections and maps per shard, with the generator on SCALE_BENCH_CPUS ("8-15").
+# scaling-control runs N independent 1-shard servers instead (server i on the i-th of
+# SCALE_SERVER_CPUS, its own generator on CPU SCALE_CONTROL_BENCH_FIRST + i, default 8): the
+# sum is what N cores of this machine give with no traffic between shards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -169,6 +173,40 @@ if want scaling; then
             "scaling-$shards-shards" "$ops" "$(python3 -c "print(round($ops / $one, 2))")" \
             "$(python3 -c "print(round($ops / ($one * $shards), 2))")" \
             "$(python3 -c "print(round(($s1 - $s0) / 200, 2))")" "$(python3 -c "print(round(($b1 - $b0) / 200, 2))")"
+    done
+fi
+
+if want scaling-control; then
+    read -r -a server_cpus <<<"${SCALE_SERVER_CPUS:-0 1 2 3 4 5 6 7}"
+    for shards in ${SCALE_SHARDS:-1 2 4 8}; do
+        pids=() run_pids=()
+        for ((i = 0; i < shards; i++)); do
+            "$BIN/shardgrid" --no-auth --storage memory --port 0 --host 127.0.0.1 --cores "${server_cpus[$i]}" \
+                >"$OUT/control-$i.stdout" 2>/dev/null &
+            pids+=($!)
+        done
+        for ((i = 0; i < shards; i++)); do
+            port=""
+            for _ in $(seq 1 100); do
+                port=$(sed -n 's/^PORT=//p' "$OUT/control-$i.stdout")
+                [ -n "$port" ] && break
+                sleep 0.05
+            done
+            "$BIN/shardgrid-bench" put --url "ws://127.0.0.1:$port/ws" --cores $((${SCALE_CONTROL_BENCH_FIRST:-8} + i)) \
+                --quiet --duration "$DURATION" --json "$OUT/control-$shards-$i.json" "${PUT_ARGS[@]}" >/dev/null &
+            run_pids+=($!)
+        done
+        wait "${run_pids[@]}"
+        kill "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+        total=0
+        for ((i = 0; i < shards; i++)); do
+            total=$((total + $(ops_per_s "$OUT/control-$shards-$i.json")))
+        done
+        one=${one_control:-$total}
+        one_control=$one
+        printf '%-28s %s ops/s in all, %s x one\n' "control-$shards-independent" "$total" \
+            "$(python3 -c "print(round($total / $one, 2))")"
     done
 fi
 

@@ -2,6 +2,13 @@
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator (the default `mimalloc` feature): shards free, on
+/// their own thread, routed ops and replies that other shards allocated, which glibc malloc
+/// serves under the owning arena's lock. Measured in tuning.md, Allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
