@@ -13,7 +13,8 @@
 # the release binaries first; 0: use those in $BIN, default target/release, as they are),
 # SERVER_ARGS (more options for every server started, like `--spin-before-park-us 200`).
 # The memory section (not in the default set, ~1 minute) fills one shard with ~1,000,000 keys of
-# ~64-byte values and prints resident bytes per key.
+# ~64-byte values and prints resident bytes per key; with STEADY_SECONDS=600 it then overwrites
+# them for 10 minutes at STEADY_RATE (20,000) ops/s and prints RSS every 30 s.
 # The scaling section (not in the default set) needs a machine with spare CPUs: it runs 1, 2, 4…
 # shards (SCALE_SHARDS, "1 2 4 8") on the first N CPUs of SCALE_SERVER_CPUS ("0 1 2 3 4 5 6 7"),
 # 50 connections and maps per shard, with the generator on SCALE_BENCH_CPUS ("8-15").
@@ -222,5 +223,19 @@ text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().
 print(sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("shardgrid_records")))' "$PORT")
     printf '%-28s %s keys, RSS %s KiB (idle %s KiB), %s bytes per key\n' memory-per-key "$keys" "$rss_kib" \
         "$idle_kib" "$(( (rss_kib - idle_kib) * 1024 / keys ))"
+    # STEADY_SECONDS > 0: then overwrite those keys at STEADY_RATE ops/s (open loop) for that
+    # long, printing RSS every 30 s.
+    if [ "${STEADY_SECONDS:-0}" -gt 0 ]; then
+        "$BIN/shardgrid-bench" put --url "ws://127.0.0.1:$PORT/ws" --cores "$BENCH_CPU" --quiet --conns 50 \
+            --batch 10 --maps 50 --keys 21000 --value-bytes 40 --rate "${STEADY_RATE:-20000}" --warmup 0 \
+            --duration "$STEADY_SECONDS" --json "$OUT/memory-steady.json" >/dev/null &
+        steady_pid=$!
+        for ((elapsed = 30; elapsed <= STEADY_SECONDS; elapsed += 30)); do
+            sleep 30
+            printf '%-28s %4s s: RSS %s KiB\n' memory-steady "$elapsed" \
+                "$(awk '/^VmRSS/{print $2}' "/proc/$SERVER_PID/status")"
+        done
+        wait "$steady_pid"
+    fi
     stop_server
 fi
