@@ -55,6 +55,7 @@ fn put_closed_loop_without_auth() {
     let report = bench(&server, &args);
     assert_clean(&report, &["put"]);
     assert_eq!(row(&report, "put").conns, 4);
+    assert!(report.rows.iter().all(|row| row.name != "send lag"), "closed loop has no schedule to lag");
     assert!(report.messages_seen["OP_ACK"] > 0);
     // Every writer of the map is interested in it, so the others' writes arrive as events.
     assert!(report.messages_seen["SERVER_EVENT"] > 0);
@@ -96,6 +97,8 @@ fn put_open_loop_with_jwt_and_write_concern() {
     assert_eq!(report.mode, "open");
     // Open loop sends on schedule: 6000 ops/s over 0.5 s is 3000 ops, whatever the latency.
     assert_eq!(row(&report, "put").latency.count, 3000);
+    // The generator's own lateness is reported for every op it sent in the window.
+    assert_eq!(row(&report, "send lag").latency.count, 3000, "{}", report.table());
 }
 
 // Goal: without a token, a JWT server's AUTH_REQUIRED makes the run fail at once with a
