@@ -149,6 +149,9 @@ if want storm; then
     stop_server
 fi
 
+# CPU time (user + system, in clock ticks) a process has used so far; 0 once it is gone.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 if want scaling; then
     read -r -a server_cpus <<<"${SCALE_SERVER_CPUS:-0 1 2 3 4 5 6 7}"
     one=""
@@ -162,7 +165,6 @@ if want scaling; then
         # CPUs (1.0 = one CPU busy all the time), to tell which side was the limit.
         sleep $((DURATION / 2))
         bench_pid=$(pgrep -n -f "shardgrid-bench put" || true)
-        cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
         s0=$(cpu_ticks "$SERVER_PID") b0=$(cpu_ticks "$bench_pid")
         sleep 2
         s1=$(cpu_ticks "$SERVER_PID") b1=$(cpu_ticks "$bench_pid")
@@ -204,10 +206,9 @@ if want scaling-control; then
         for ((i = 0; i < shards; i++)); do
             total=$((total + $(ops_per_s "$OUT/control-$shards-$i.json")))
         done
-        one=${one_control:-$total}
-        one_control=$one
+        one_control=${one_control:-$total}
         printf '%-28s %s ops/s in all, %s x one\n' "control-$shards-independent" "$total" \
-            "$(python3 -c "print(round($total / $one, 2))")"
+            "$(python3 -c "print(round($total / $one_control, 2))")"
     done
 fi
 

@@ -701,6 +701,16 @@ enum RequestKind {
     Publish,
 }
 
+impl RequestKind {
+    /// Operations the request counts for: a write its ops, a read or a publish one.
+    fn ops(self) -> u64 {
+        match self {
+            RequestKind::Write { ops } => u64::from(ops),
+            RequestKind::Read | RequestKind::Publish => 1,
+        }
+    }
+}
+
 /// A connection's mutable state, shared by its driver and its reader (same thread).
 #[derive(Debug)]
 struct ConnState {
@@ -758,10 +768,7 @@ impl Conn {
 
     /// A request was answered: record its latency and wake the driver.
     fn answered(&self, request: crate::pacing::InFlight<RequestKind>, reply_ns: Nanos) {
-        let ops = match request.kind {
-            RequestKind::Write { ops } => u64::from(ops),
-            RequestKind::Read | RequestKind::Publish => 1,
-        };
+        let ops = request.kind.ops();
         self.recorder.borrow_mut().latency(self.row_of(request.kind), request.intended_ns, reply_ns, ops);
         self.shared.progress.ops.fetch_add(ops, Ordering::Relaxed);
         self.signal.notify();
@@ -1046,11 +1053,7 @@ async fn drive_requests(conn: &Conn, sender: &mut Sender) {
                     return send_failed(error);
                 }
                 if shared.plan.rate_ops_per_s.is_some() {
-                    let ops = match kind {
-                        RequestKind::Write { ops } => u64::from(ops),
-                        RequestKind::Read | RequestKind::Publish => 1,
-                    };
-                    conn.recorder.borrow_mut().latency(RowId::SendLag, intended_ns, shared.now_ns(), ops);
+                    conn.recorder.borrow_mut().latency(RowId::SendLag, intended_ns, shared.now_ns(), kind.ops());
                 }
                 sends_without_wait += 1;
                 if sends_without_wait >= SENDS_BEFORE_YIELD_MAX {
