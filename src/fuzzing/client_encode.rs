@@ -100,6 +100,17 @@ impl<'o> MapWriter<'o> {
         map.finish();
     }
 
+    /// An array under `name` with one map per item, each filled by `fields`.
+    fn maps<T>(&mut self, name: &str, items: &[T], fields: impl Fn(&mut MapWriter<'_>, &T)) {
+        let out = self.key(name);
+        write_array_len(out, items.len());
+        for item in items {
+            let mut map = MapWriter::new(out);
+            fields(&mut map, item);
+            map.finish();
+        }
+    }
+
     fn finish(self) {
         self.out[self.header_at + 1..self.header_at + 5].copy_from_slice(&self.entries.to_be_bytes());
     }
@@ -159,13 +170,7 @@ fn write_fields(top: &mut MapWriter<'_>, message: &ClientMessage) {
         ClientMessage::Ping { timestamp } => top.uint("timestamp", *timestamp),
         ClientMessage::ClientOp(op) => top.map("payload", |payload| client_op(payload, op)),
         ClientMessage::OpBatch { ops, write_concern, timeout } => top.map("payload", |payload| {
-            let out = payload.key("ops");
-            write_array_len(out, ops.len());
-            for op in ops {
-                let mut map = MapWriter::new(out);
-                client_op(&mut map, op);
-                map.finish();
-            }
+            payload.maps("ops", ops, client_op);
             payload.opt_str("writeConcern", write_concern.map(|concern| concern.as_str()));
             payload.opt_uint("timeout", *timeout);
         }),
@@ -196,13 +201,7 @@ fn write_fields(top: &mut MapWriter<'_>, message: &ClientMessage) {
         }),
         ClientMessage::OrMapPushDiff { map_name, entries } => top.map("payload", |payload| {
             payload.str("mapName", map_name);
-            let out = payload.key("entries");
-            write_array_len(out, entries.len());
-            for entry in entries {
-                let mut map = MapWriter::new(out);
-                or_map_entry(&mut map, entry);
-                map.finish();
-            }
+            payload.maps("entries", entries, or_map_entry);
         }),
         ClientMessage::ClientApplyAck { cursor } => top.uint("cursor", *cursor),
         ClientMessage::QuerySub { query_id, map_name, query, fields } => top.map("payload", |payload| {
