@@ -141,7 +141,7 @@ fn codec_and_apply_benches() {
         let op = ClientOp {
             id: None,
             map_name: "bench".into(),
-            key: format!("key-{}", iteration % 100_000),
+            key: compact_str::format_compact!("key-{}", iteration % 100_000),
             kind: OpKind::Put(record),
             write_concern: None,
             timeout: None,
@@ -203,7 +203,7 @@ fn growth_benches() {
         let op = ClientOp {
             id: None,
             map_name: "bench".into(),
-            key: format!("key-{key}"),
+            key: compact_str::format_compact!("key-{key}"),
             kind: OpKind::Put(record),
             write_concern: None,
             timeout: None,

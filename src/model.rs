@@ -6,22 +6,24 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 /// One msgpack-encoded value exactly as a client sent it (any msgpack value: map, array, str,
 /// number, bool, nil). Values are stored and re-emitted as these bytes, never re-encoded.
 pub type ValueBytes = Bytes;
 
 /// A hybrid logical clock timestamp (PROTOCOL.md §2.4). Ordered by `millis`, then `counter`,
-/// then `node_id` compared byte-wise (DECISIONS.md §1.1).
+/// then `node_id` compared byte-wise (DECISIONS.md §1.1). Node ids of up to 24 bytes are
+/// kept inline, so a timestamp is copied, stored and dropped without touching the heap.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Timestamp {
     pub millis: u64,
     pub counter: u32,
-    pub node_id: String,
+    pub node_id: CompactString,
 }
 
 impl Timestamp {
-    pub fn new(millis: u64, counter: u32, node_id: impl Into<String>) -> Self {
+    pub fn new(millis: u64, counter: u32, node_id: impl Into<CompactString>) -> Self {
         Timestamp { millis, counter, node_id: node_id.into() }
     }
 }

@@ -1177,7 +1177,7 @@ fn server_event_message(event: &ChangeEvent) -> ServerMessage {
         Change::OrAdd(record) => ServerEventBody::OrAdd(record.clone()),
         Change::OrRemove { tag } => ServerEventBody::OrRemove { tag: tag.clone() },
     };
-    ServerMessage::ServerEvent(ServerEvent { map_name: event.map.to_string(), key: event.key.clone(), body })
+    ServerMessage::ServerEvent(ServerEvent { map_name: event.map.to_string(), key: event.key.to_string(), body })
 }
 
 impl MeshHandler<Hop, HopReply> for Node {

@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use shardgrid::fuzzing::{self, seeds, Prng};
-use shardgrid::protocol::{decode_client_message, DecodeLimits};
+use shardgrid::protocol::{decode_client_message, ClientMessage, DecodeLimits};
 use shardgrid::query::Query;
 
 fn vectors_dir() -> PathBuf {
@@ -99,6 +99,22 @@ fn decode_message_over_vectors_and_mutations() {
     let decoded = seeds.iter().filter(|seed| decode_client_message(seed, &DecodeLimits::default()).is_ok()).count();
     assert!(decoded >= 31, "only {decoded} seeds decode");
     run("decode_message", fuzzing::decode_message, &seeds, 20_000, 1);
+}
+
+// Goal: the write path's one-pass shortcut agrees with the general decoder (a property of
+// `decode_message`) on write frames that are almost right, where the two are likeliest to part.
+// Method: only the OP_BATCH and CLIENT_OP seeds, mutated.
+#[test]
+fn write_frames_and_their_mutations() {
+    let writes: Vec<Vec<u8>> = seeds_of("decode_message")
+        .into_iter()
+        .filter(|seed| {
+            let message = decode_client_message(seed, &DecodeLimits::default());
+            matches!(message, Ok(ClientMessage::OpBatch { .. } | ClientMessage::ClientOp(_)))
+        })
+        .collect();
+    assert!(writes.len() >= 3, "only {} write seeds", writes.len());
+    run("decode_message", fuzzing::decode_message, &writes, 20_000, 4);
 }
 
 // Goal: the HTTP head reader's properties over upgrades, endpoints and a head at the bound.

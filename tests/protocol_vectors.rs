@@ -209,7 +209,7 @@ fn assert_value_bytes(actual: &[u8], json: &Json, context: &str) {
 }
 
 fn check_op(op: &ClientOp, json: &Json, context: &str) {
-    assert_eq!(op.id, opt_text(json, "/id"), "{context}: id");
+    assert_eq!(op.id.as_deref(), opt_text(json, "/id").as_deref(), "{context}: id");
     assert_eq!(op.map_name, text(json, "/mapName"), "{context}: mapName");
     assert_eq!(op.key, text(json, "/key"), "{context}: key");
     assert_eq!(op.write_concern, write_concern(json, "/writeConcern"), "{context}: writeConcern");

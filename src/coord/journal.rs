@@ -39,6 +39,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 use crate::limits::{JOURNAL_BYTES_PER_SHARD_MAX, JOURNAL_EVENTS_PER_SHARD_MAX};
 use crate::model::Timestamp;
@@ -66,7 +67,7 @@ pub fn local_floor_above(sequence: u64, shard: u64, shard_count: u64) -> u64 {
 pub struct JournalDraft {
     pub event_type: JournalEventType,
     pub map: Arc<str>,
-    pub key: String,
+    pub key: CompactString,
     pub value: Option<Bytes>,
     pub previous_value: Option<Bytes>,
     pub timestamp: Timestamp,
@@ -114,7 +115,7 @@ impl JournalEntry {
             sequence: self.sequence,
             event_type: draft.event_type,
             map_name: draft.map.to_string(),
-            key: draft.key.clone(),
+            key: draft.key.to_string(),
             value: draft.value.clone(),
             previous_value: draft.previous_value.clone(),
             timestamp: draft.timestamp.clone(),
@@ -313,7 +314,7 @@ mod tests {
         JournalDraft {
             event_type: JournalEventType::Put,
             map: Arc::from(map),
-            key: key.to_string(),
+            key: key.into(),
             value: Some(Bytes::from_static(&[0x01])),
             previous_value: None,
             timestamp: Timestamp::new(1, 0, "n"),

@@ -14,6 +14,7 @@
 //! (400 with a JSON body when it is not a valid request), and only then acted on, so a bad
 //! request changes nothing.
 
+use compact_str::CompactString;
 use std::sync::Arc;
 
 use glommio::net::TcpStream;
@@ -149,8 +150,8 @@ async fn apply_operations(
         });
         return None;
     }
-    let last_id = ops.last().and_then(|op| op.id.clone()).unwrap_or_else(|| "unknown".to_string());
-    let receipts: Vec<(Option<String>, bool)> =
+    let last_id = ops.last().and_then(|op| op.id.clone()).unwrap_or_else(|| CompactString::const_new("unknown"));
+    let receipts: Vec<(Option<CompactString>, bool)> =
         ops.iter().map(|op| (op.id.clone(), op.write_concern.is_some())).collect();
     let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
     let mut routed = Vec::with_capacity(ops.len());
@@ -176,7 +177,7 @@ async fn apply_operations(
     }
     let mut results = Vec::new();
     for ((op_id, asked_concern), outcome) in receipts.into_iter().zip(outcomes) {
-        let op_id = op_id.unwrap_or_else(|| "unknown".to_string());
+        let op_id = op_id.unwrap_or_else(|| CompactString::const_new("unknown"));
         match outcome.expect("every op has an outcome") {
             OpOutcome::Rejected { reason, .. } => {
                 results.push(OpResult { op_id, success: false, achieved_level: ACHIEVED_LEVEL, error: Some(reason) });

@@ -9,7 +9,8 @@
 //! * [`decode_message`]: the client frame decoder, the HTTP sync body decoder and the inbound
 //!   `BATCH` splitter never panic; a decoded message written back by the client's encoder
 //!   ([`encode_client_message`]) decodes to the same message, and encodes to the same bytes;
-//!   a tighter depth bound never accepts more; every refusal maps to an `ERROR` reply.
+//!   a tighter depth bound never accepts more; the write path's one-pass shortcut answers what
+//!   the general decoder does; every refusal maps to an `ERROR` reply.
 //! * [`http_head`]: the request head reader never panics, never accepts a head larger than
 //!   `HTTP_HEAD_BYTES_MAX`, reads the same head whichever way the bytes are split into reads,
 //!   and a recognised WebSocket upgrade always carries a valid key.
@@ -37,8 +38,8 @@ use crate::limits::HTTP_HEAD_BYTES_MAX;
 use crate::live::index::IndexKey;
 use crate::net::http::{self, HttpError, RequestHead};
 use crate::protocol::{
-    decode_client_message, decode_http_sync_request, unpack_batch, ClientMessage, DecodeError, DecodeLimits, Direction,
-    BATCH_ITEMS_MAX, NESTING_DEPTH_MAX,
+    decode_client_message, decode_general, decode_http_sync_request, unpack_batch, ClientMessage, DecodeError,
+    DecodeLimits, Direction, BATCH_ITEMS_MAX, NESTING_DEPTH_MAX,
 };
 use crate::query::{lookup_attribute, CursorStatus, Query};
 
@@ -52,8 +53,11 @@ pub fn decode_message(data: &[u8]) {
     // The HTTP sync body shares the frame's bounds; only its not panicking is checked here.
     let _ = decode_http_sync_request(data, &limits);
     let decoded = decode_client_message(data, &limits);
+    check_write_shortcut(data, &decoded, &limits);
     let tight = DecodeLimits { max_depth: 1 + data.len() % 8 };
-    if let Ok(message) = decode_client_message(data, &tight) {
+    let decoded_tight = decode_client_message(data, &tight);
+    check_write_shortcut(data, &decoded_tight, &tight);
+    if let Ok(message) = decoded_tight {
         match &decoded {
             Ok(decoded) => assert_same_message(decoded, &message),
             Err(error) => panic!("accepted at depth {} but refused at the default: {error}", tight.max_depth),
@@ -87,6 +91,15 @@ fn check_round_trip(message: &ClientMessage, limits: &DecodeLimits, outermost: b
 }
 
 /// Equal, or (where floats are NaN, which is never equal to itself) identical when printed.
+/// The write path's one-pass shortcut answers exactly what the general decoder does.
+fn check_write_shortcut(data: &[u8], decoded: &Result<ClientMessage, DecodeError>, limits: &DecodeLimits) {
+    match (decoded, decode_general(data, limits)) {
+        (Ok(decoded), Ok(general)) => assert_same_message(&general, decoded),
+        (Err(decoded), Err(general)) => assert_eq!(decoded, &general, "the decoders refuse differently"),
+        (decoded, general) => panic!("the write shortcut answered {decoded:?}, the general decoder {general:?}"),
+    }
+}
+
 fn assert_same_message(left: &ClientMessage, right: &ClientMessage) {
     if left != right {
         let (left, right) = (format!("{left:?}"), format!("{right:?}"));

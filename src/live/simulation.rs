@@ -110,7 +110,14 @@ fn run(seed: u64, shard_count: usize, query_value: &Value) {
                     OpKind::Put(LwwRecord { value: Some(value(prng.below(10), group)), timestamp, ttl_ms: None })
                 };
                 let owner = &mut owners[table.owner(PartitionId(partition_of(&key))).index()];
-                let op = ClientOp { id: None, map_name: "live".into(), key, kind, write_concern: None, timeout: None };
+                let op = ClientOp {
+                    id: None,
+                    map_name: "live".into(),
+                    key: key.into(),
+                    kind,
+                    write_concern: None,
+                    timeout: None,
+                };
                 let (_, event) = owner.data.apply(op, NOW);
                 owner.write_seq += 1;
                 if let Some(event) = event {

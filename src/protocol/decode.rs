@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 use super::message_type::{Direction, MessageType};
 use super::scan::{scan, Raw, ScanError, Scanned};
@@ -335,9 +336,9 @@ impl ClientMessage {
 pub struct ClientOp {
     /// The client's op-log sequence number as a decimal string; `OP_ACK.lastId` echoes the
     /// last one of a batch.
-    pub id: Option<String>,
-    pub map_name: String,
-    pub key: String,
+    pub id: Option<CompactString>,
+    pub map_name: CompactString,
+    pub key: CompactString,
     pub kind: OpKind,
     pub write_concern: Option<WriteConcern>,
     pub timeout: Option<u64>,
@@ -397,7 +398,18 @@ pub struct ResolverDef {
 
 /// Decodes one client frame. The frame must be exactly one msgpack map, nested at most
 /// `limits.max_depth` deep, whose `type` is a client-to-server type with the fields §4 gives it.
+/// Writes (`OP_BATCH`, `CLIENT_OP`) take a one-pass shortcut (`write_path`), which leaves
+/// whatever it is unsure of, errors included, to the general decoder.
 pub fn decode_client_message(frame: &[u8], limits: &DecodeLimits) -> Result<ClientMessage, DecodeError> {
+    match super::write_path::decode_write(frame, limits) {
+        Some(message) => Ok(message),
+        None => decode_general(frame, limits),
+    }
+}
+
+/// [`decode_client_message`] without the write path's shortcut: the reference the shortcut
+/// must agree with.
+pub(crate) fn decode_general(frame: &[u8], limits: &DecodeLimits) -> Result<ClientMessage, DecodeError> {
     let scanned = scan_map(frame, limits)?;
     let top = Fields::of(scanned.root(), Path::root("message"))?;
     let type_raw = top.non_nil("type").ok_or(DecodeError::MissingType)?;
@@ -991,7 +1003,7 @@ pub(super) fn timestamp(raw: Raw<'_>, path: &Path<'_>) -> Result<Timestamp, Deco
     Ok(Timestamp {
         millis: required(millis, path, "millis", uint)?,
         counter: required(counter, path, "counter", uint32)?,
-        node_id: required(node_id, path, "nodeId", string)?,
+        node_id: required(node_id, path, "nodeId", str_ref)?.into(),
     })
 }
 
@@ -1077,9 +1089,9 @@ pub(super) fn client_op(raw: Raw<'_>, path: &Path<'_>) -> Result<ClientOp, Decod
         OpKind::Noop
     };
     Ok(ClientOp {
-        id: optional(id, path, "id", string)?,
-        map_name: required(map_name, path, "mapName", string)?,
-        key: required(key, path, "key", string)?,
+        id: optional(id, path, "id", str_ref)?.map(CompactString::from),
+        map_name: required(map_name, path, "mapName", str_ref)?.into(),
+        key: required(key, path, "key", str_ref)?.into(),
         kind,
         write_concern: optional(concern, path, "writeConcern", write_concern)?,
         timeout: optional(timeout, path, "timeout", uint)?,

@@ -7,6 +7,7 @@
 //! never decoded and re-encoded. It leaves out framing and when to send what.
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 use super::message_type::MessageType;
 use super::types::{ChangeType, CursorStatus, JournalEvent, NodeStatus, OpResult, OrMapEntry};
@@ -45,13 +46,13 @@ pub enum ServerMessage {
     },
     OpAck {
         /// Id of the last op of the acknowledged batch, or `"unknown"`.
-        last_id: String,
+        last_id: CompactString,
         achieved_level: Option<WriteConcern>,
         /// Omitted from the wire when empty.
         results: Vec<OpResult>,
     },
     OpRejected {
-        op_id: String,
+        op_id: CompactString,
         reason: String,
         code: Option<u16>,
     },

@@ -12,6 +12,7 @@ use super::scan::Raw;
 use super::types::OpResult;
 use super::DecodeLimits;
 use crate::model::{LwwRecord, Timestamp, ValueBytes};
+use compact_str::CompactString;
 
 /// A `POST /sync` request body. An empty body is an empty request (every field empty);
 /// otherwise `clientId` and `clientHlc` are required.
@@ -70,7 +71,7 @@ pub struct HttpSyncResponse {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpSyncAck {
     /// Id of the last op, or `"unknown"`.
-    pub last_id: String,
+    pub last_id: CompactString,
     /// Left out when empty.
     pub results: Vec<OpResult>,
 }

@@ -17,7 +17,9 @@ mod http_sync;
 mod message_type;
 mod scan;
 mod types;
+mod write_path;
 
+pub(crate) use decode::decode_general;
 pub use decode::{
     decode_client_message, unpack_batch, ClientMessage, ClientOp, DecodeError, EntryProcessor, OpKind, ResolverDef,
     SearchOptions,

@@ -122,7 +122,7 @@ pub(crate) fn value_len(bytes: &[u8], depth_max: usize) -> Result<usize, ScanErr
 
 /// Consumes one item's marker, length and, for scalars, strings, binaries and extensions,
 /// its payload. Returns the number of children of a map or array, whose children follow.
-fn read_item_head(rest: &mut &[u8], offset: usize) -> Result<Option<u64>, ScanError> {
+pub(super) fn read_item_head(rest: &mut &[u8], offset: usize) -> Result<Option<u64>, ScanError> {
     let truncated = ScanError::Truncated { offset };
     let Some(&first) = rest.first() else {
         return Err(truncated);
@@ -182,6 +182,27 @@ fn read_item_head(rest: &mut &[u8], offset: usize) -> Result<Option<u64>, ScanEr
     }
     *rest = &rest[payload_len..];
     Ok(None)
+}
+
+/// The float that `value` (one complete msgpack value) encodes, if it is a float.
+fn float_of(value: &[u8]) -> Option<f64> {
+    let mut rest = value;
+    match Marker::from_u8(*value.first()?) {
+        Marker::F32 => rmp::decode::read_f32(&mut rest).ok().map(f64::from),
+        Marker::F64 => rmp::decode::read_f64(&mut rest).ok(),
+        _ => None,
+    }
+}
+
+/// The non-negative integer that `value` (one complete msgpack value) encodes: any msgpack
+/// integer, or a float holding a whole number (PROTOCOL.md §2.1: the client sends integers of
+/// 2^32 and above as float64).
+pub(super) fn u64_of(value: &[u8]) -> Option<u64> {
+    if let Some(float) = float_of(value) {
+        let whole = (0.0..FLOAT_U64_LIMIT).contains(&float) && float.fract() == 0.0;
+        return whole.then_some(float as u64);
+    }
+    rmp::decode::read_int::<u64, _>(&mut &value[..]).ok()
 }
 
 /// Exactly one complete msgpack value inside a [`Scanned`] frame. Accessors return `None`
@@ -254,22 +275,13 @@ impl<'a> Raw<'a> {
     }
 
     fn as_float(self) -> Option<f64> {
-        let mut rest = self.bytes();
-        match self.marker() {
-            Marker::F32 => rmp::decode::read_f32(&mut rest).ok().map(f64::from),
-            Marker::F64 => rmp::decode::read_f64(&mut rest).ok(),
-            _ => None,
-        }
+        float_of(self.bytes())
     }
 
     /// A non-negative integer: any msgpack integer, or a float holding a whole number
     /// (PROTOCOL.md §2.1: the client sends integers of 2^32 and above as float64).
     pub(crate) fn as_u64(self) -> Option<u64> {
-        if let Some(float) = self.as_float() {
-            let whole = (0.0..FLOAT_U64_LIMIT).contains(&float) && float.fract() == 0.0;
-            return whole.then_some(float as u64);
-        }
-        rmp::decode::read_int::<u64, _>(&mut self.bytes()).ok()
+        u64_of(self.bytes())
     }
 
     /// Any number, integer or float.

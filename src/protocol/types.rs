@@ -4,6 +4,7 @@
 //! the text of an enum.
 
 use crate::model::{OrRecord, Timestamp, ValueBytes, WriteConcern};
+use compact_str::CompactString;
 
 /// One key of an OR map in sync traffic: its live records and the tombstoned tags
 /// (`ORMapEntry`, PROTOCOL.md §4.0). In `ORMAP_PUSH_DIFF` the client puts the whole map's
@@ -18,7 +19,7 @@ pub struct OrMapEntry {
 /// The outcome of one op in `OP_ACK.results` (PROTOCOL.md §4.0 `OpResult`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpResult {
-    pub op_id: String,
+    pub op_id: CompactString,
     pub success: bool,
     pub achieved_level: WriteConcern,
     pub error: Option<String>,

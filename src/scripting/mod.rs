@@ -181,14 +181,7 @@ impl Scripting {
         let record = LwwRecord { value, timestamp: data.now(wall_ms), ttl_ms: None };
         self.expected.insert(record.timestamp.clone(), read_timestamp);
         let kind = if record.is_tombstone() { OpKind::Remove { record: Some(record) } } else { OpKind::Put(record) };
-        let op = ClientOp {
-            id: None,
-            map_name: map.to_string(),
-            key: key.to_string(),
-            kind,
-            write_concern: None,
-            timeout: None,
-        };
+        let op = ClientOp { id: None, map_name: map.into(), key: key.into(), kind, write_concern: None, timeout: None };
         Processed::Write { op, result: outcome.result }
     }
 

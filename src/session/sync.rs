@@ -223,7 +223,7 @@ impl Session {
 }
 
 fn or_op(map_name: &str, key: String, kind: OpKind) -> ClientOp {
-    ClientOp { id: None, map_name: map_name.to_string(), key, kind, write_concern: None, timeout: None }
+    ClientOp { id: None, map_name: map_name.into(), key: key.into(), kind, write_concern: None, timeout: None }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! fdatasynced its records, and then says `PERSISTED`; if that fails, its ops say so
 //! (`success: false`) and it is never acknowledged as persisted.
 
+use compact_str::CompactString;
 use std::sync::Arc;
 
 use super::Session;
@@ -49,9 +50,9 @@ impl Session {
             return self.send_error(413, format!("batch exceeds maximum op count ({ops_max})"));
         }
         // The ack names the batch's last op (PROTOCOL §4.2); "unknown" when it has no id.
-        let last_id = ops.last().and_then(|op| op.id.clone()).unwrap_or_else(|| "unknown".to_string());
+        let last_id = ops.last().and_then(|op| op.id.clone()).unwrap_or_else(|| CompactString::const_new("unknown"));
         // The ids stay here for the replies; the owners need only the ops.
-        let receipts: Vec<(Option<String>, Option<WriteConcern>)> =
+        let receipts: Vec<(Option<CompactString>, Option<WriteConcern>)> =
             ops.iter_mut().map(|op| (op.id.take(), op.write_concern.or(batch_concern))).collect();
 
         let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
@@ -105,8 +106,8 @@ impl Session {
                 OpOutcome::MergeRejected(rejection) => {
                     let rejection = (**rejection).clone();
                     self.send(&ServerMessage::MergeRejected {
-                        map_name: rejection.map_name,
-                        key: rejection.key,
+                        map_name: rejection.map_name.to_string(),
+                        key: rejection.key.to_string(),
                         attempted_value: rejection.attempted_value,
                         reason: rejection.reason,
                         timestamp: rejection.timestamp,
@@ -115,8 +116,8 @@ impl Session {
                 OpOutcome::Merged(merged) => {
                     let body = crate::protocol::ServerEventBody::Lww(merged.record.clone());
                     let event = crate::protocol::ServerEvent {
-                        map_name: merged.map_name.clone(),
-                        key: merged.key.clone(),
+                        map_name: merged.map_name.to_string(),
+                        key: merged.key.to_string(),
                         body,
                     };
                     self.send(&ServerMessage::ServerEvent(event));
@@ -127,7 +128,7 @@ impl Session {
         let mut results = Vec::new();
         for ((op_id, concern), outcome) in receipts.into_iter().zip(outcomes) {
             let outcome = outcome.expect("every op has an outcome");
-            let op_id_text = op_id.unwrap_or_else(|| "unknown".to_string());
+            let op_id_text = op_id.unwrap_or_else(|| CompactString::const_new("unknown"));
             match &outcome {
                 OpOutcome::Rejected { reason, code } => {
                     self.send(&ServerMessage::OpRejected {

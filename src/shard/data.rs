@@ -5,6 +5,7 @@
 //! talks to connections or other shards; `node` does that with what this returns.
 
 use ahash::AHashMap;
+use compact_str::CompactString;
 use std::sync::Arc;
 
 use crate::crdt::{LwwMap, LwwMerge, OrChange, OrMap};
@@ -37,8 +38,8 @@ pub enum OpOutcome {
 /// What `MERGE_REJECTED` tells the writer (PROTOCOL §4.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MergeRejection {
-    pub map_name: String,
-    pub key: String,
+    pub map_name: CompactString,
+    pub key: CompactString,
     /// The written value (msgpack; nil for a remove).
     pub attempted_value: ValueBytes,
     pub reason: String,
@@ -49,8 +50,8 @@ pub struct MergeRejection {
 /// The record a resolver's merge stored in place of a write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MergedWrite {
-    pub map_name: String,
-    pub key: String,
+    pub map_name: CompactString,
+    pub key: CompactString,
     pub record: LwwRecord,
 }
 
@@ -58,7 +59,7 @@ pub struct MergedWrite {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChangeEvent {
     pub map: Arc<str>,
-    pub key: String,
+    pub key: CompactString,
     pub change: Change,
     /// For LWW changes, the record the write replaced (live queries need to know whether the
     /// key matched before).
@@ -191,7 +192,7 @@ impl ShardData {
     fn merge_lww(
         &mut self,
         map_name: &str,
-        key: String,
+        key: CompactString,
         record: LwwRecord,
         wall_ms: u64,
     ) -> (OpOutcome, Option<ChangeEvent>) {
@@ -283,25 +284,15 @@ impl ShardData {
         }
         let map = self.map_name(map_name);
         let event = match change {
-            Change::Put(record) | Change::Remove(record) => self.merge_lww(&map, key.to_string(), record, wall_ms).1,
+            Change::Put(record) | Change::Remove(record) => self.merge_lww(&map, key.into(), record, wall_ms).1,
             Change::OrAdd(record) => {
                 let _ = self.hlc.update(&record.timestamp, wall_ms);
                 let changed = self.or.entry(Arc::clone(&map)).or_default().add(key, record.clone()).is_changed();
-                changed.then(|| ChangeEvent {
-                    map,
-                    key: key.to_string(),
-                    change: Change::OrAdd(record),
-                    previous: None,
-                })
+                changed.then(|| ChangeEvent { map, key: key.into(), change: Change::OrAdd(record), previous: None })
             }
             Change::OrRemove { tag } => {
                 let changed = self.or.entry(Arc::clone(&map)).or_default().remove(key, &tag).is_changed();
-                changed.then(|| ChangeEvent {
-                    map,
-                    key: key.to_string(),
-                    change: Change::OrRemove { tag },
-                    previous: None,
-                })
+                changed.then(|| ChangeEvent { map, key: key.into(), change: Change::OrRemove { tag }, previous: None })
             }
         };
         // The sync indexes are not kept per record here: most recovered records are superseded

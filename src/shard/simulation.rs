@@ -36,7 +36,14 @@ fn random_op(prng: &mut Prng, sequence: u64) -> ClientOp {
     } else {
         OpKind::Put(LwwRecord { value: Some(value_bytes(sequence)), timestamp, ttl_ms: None })
     };
-    ClientOp { id: Some(sequence.to_string()), map_name: "sim".into(), key, kind, write_concern: None, timeout: None }
+    ClientOp {
+        id: Some(sequence.to_string().into()),
+        map_name: "sim".into(),
+        key: key.into(),
+        kind,
+        write_concern: None,
+        timeout: None,
+    }
 }
 
 /// The naive model: per key, the record with the greatest timestamp.
@@ -47,10 +54,10 @@ fn model(ops: &[ClientOp]) -> BTreeMap<String, LwwRecord> {
             OpKind::Put(record) | OpKind::Remove { record: Some(record) } => record.clone(),
             _ => unreachable!("the simulation makes puts and removes with records"),
         };
-        match records.get(&op.key) {
+        match records.get(op.key.as_str()) {
             Some(existing) if existing.timestamp >= record.timestamp => {}
             _ => {
-                records.insert(op.key.clone(), record);
+                records.insert(op.key.to_string(), record);
             }
         }
     }
@@ -154,7 +161,7 @@ fn paging_across_shards_matches_one_store() {
             let op = ClientOp {
                 id: None,
                 map_name: "sim".into(),
-                key: key.clone(),
+                key: key.as_str().into(),
                 kind: OpKind::Put(record),
                 write_concern: None,
                 timeout: None,
