@@ -75,9 +75,38 @@ impl<'a> Reader<'a> {
     /// bytes.
     fn value(&mut self, depth: usize) -> Option<&'a [u8]> {
         let start = self.position;
-        let mut rest = self.rest();
-        let children = read_item_head(&mut rest, start).ok()?;
-        self.advance_to(rest);
+        let first = *self.bytes.get(start)?;
+        // The formats a write frame is mostly made of, whose length the marker gives;
+        // `read_item_head` takes the others.
+        let children = match first {
+            // positive and negative fixint, nil, false, true
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => {
+                self.position = start + 1;
+                None
+            }
+            0xa0..=0xbf => {
+                let end = start + 1 + usize::from(first & 0x1f);
+                if end > self.bytes.len() {
+                    return None;
+                }
+                self.position = end;
+                None
+            }
+            0x80..=0x8f => {
+                self.position = start + 1;
+                Some(2 * u64::from(first & 0x0f))
+            }
+            0x90..=0x9f => {
+                self.position = start + 1;
+                Some(u64::from(first & 0x0f))
+            }
+            _ => {
+                let mut rest = self.rest();
+                let children = read_item_head(&mut rest, start).ok()?;
+                self.advance_to(rest);
+                children
+            }
+        };
         if let Some(children) = children {
             if depth > self.depth_max {
                 return None;
@@ -103,11 +132,23 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Option<&'a str> {
+        let bytes = self.string_bytes()?;
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// The bytes of the string that is next, not checked to be UTF-8.
+    fn string_bytes(&mut self) -> Option<&'a [u8]> {
         let mut rest = self.rest();
-        let len = rmp::decode::read_str_len(&mut rest).ok()? as usize;
-        let text = std::str::from_utf8(rest.get(..len)?).ok()?;
+        let len = match rest.first()? {
+            first @ 0xa0..=0xbf => {
+                rest = &rest[1..];
+                usize::from(first & 0x1f)
+            }
+            _ => rmp::decode::read_str_len(&mut rest).ok()? as usize,
+        };
+        let bytes = rest.get(..len)?;
         self.advance_to(&rest[len..]);
-        Some(text)
+        Some(bytes)
     }
 
     fn uint(&mut self, depth: usize) -> Option<u64> {
@@ -133,11 +174,13 @@ impl<'a> Reader<'a> {
         let entries = rmp::decode::read_map_len(&mut rest).ok()?;
         self.advance_to(rest);
         for _ in 0..entries {
-            let key = self.value(depth + 1)?;
-            let mut name = key;
-            match rmp::decode::read_str_len(&mut name) {
-                Ok(len) if name.len() == len as usize => visit(name, self)?,
-                _ => self.skip(depth + 1)?,
+            let is_string = matches!(self.rest().first(), Some(0xa0..=0xbf | 0xd9..=0xdb));
+            if is_string {
+                let name = self.string_bytes()?;
+                visit(name, self)?;
+            } else {
+                self.skip(depth + 1)?;
+                self.skip(depth + 1)?;
             }
         }
         Some(())
