@@ -26,9 +26,35 @@ pub enum LwwMerge {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LwwMap {
     /// Keys of up to 24 bytes live inside the table's slot, without an allocation of their own.
-    records: GrowingMap<CompactString, LwwRecord>,
+    records: GrowingMap<CompactString, Stored>,
     /// Key and value bytes of the stored records (`record_bytes`), kept as records come and go.
     bytes: usize,
+}
+
+/// A few words kept beside each record for the owner shard's sync index (its Merkle item hash
+/// and change-log place, `shard::sync`), so a write finds the key's index entry in the same
+/// table lookup as its record instead of a second table. The map never reads them; a new
+/// record's slot is all zeros, and epoch 0 names no index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexSlot {
+    pub epoch: u32,
+    pub item_hash: u32,
+    pub chunk: u64,
+    pub offset: u32,
+}
+
+/// One stored record and its index slot. Two maps are equal when their records are: slots
+/// say where an index put a key, not what the map holds.
+#[derive(Clone, Debug)]
+struct Stored {
+    record: LwwRecord,
+    slot: IndexSlot,
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Stored) -> bool {
+        self.record == other.record
+    }
 }
 
 /// What a stored record counts toward `LwwMap::bytes`: its key and its value.
@@ -45,15 +71,15 @@ impl LwwMap {
     /// strictly greater. An equal timestamp keeps the stored record, so a re-sent op is a no-op.
     pub fn merge(&mut self, key: &str, record: LwwRecord) -> LwwMerge {
         match self.records.get_mut(key) {
-            Some(current) if record.timestamp > current.timestamp => {
-                self.bytes = self.bytes + record_bytes(key, &record) - record_bytes(key, current);
-                let previous = std::mem::replace(current, record);
+            Some(current) if record.timestamp > current.record.timestamp => {
+                self.bytes = self.bytes + record_bytes(key, &record) - record_bytes(key, &current.record);
+                let previous = std::mem::replace(&mut current.record, record);
                 LwwMerge::Applied { previous: Some(previous) }
             }
             Some(_) => LwwMerge::Unchanged,
             None => {
                 self.bytes += record_bytes(key, &record);
-                self.records.insert(CompactString::from(key), record);
+                self.records.insert(CompactString::from(key), Stored { record, slot: IndexSlot::default() });
                 LwwMerge::Applied { previous: None }
             }
         }
@@ -61,17 +87,22 @@ impl LwwMap {
 
     /// The stored record of `key`, tombstone or expired record included.
     pub fn get(&self, key: &str) -> Option<&LwwRecord> {
-        self.records.get(key)
+        self.records.get(key).map(|stored| &stored.record)
+    }
+
+    /// The stored record of `key` and its index slot.
+    pub fn get_with_slot_mut(&mut self, key: &str) -> Option<(&LwwRecord, &mut IndexSlot)> {
+        self.records.get_mut(key).map(|stored| (&stored.record, &mut stored.slot))
     }
 
     /// The record of `key` if it is live at `now_ms`: absent for tombstones and expired records.
     pub fn get_live(&self, key: &str, now_ms: u64) -> Option<&LwwRecord> {
-        self.records.get(key).filter(|record| record.is_live(now_ms))
+        self.get(key).filter(|record| record.is_live(now_ms))
     }
 
     /// Every stored record, tombstones included, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &LwwRecord)> + '_ {
-        self.records.iter().map(|(key, record)| (key.as_str(), record))
+        self.records.iter().map(|(key, stored)| (key.as_str(), &stored.record))
     }
 
     /// Number of stored records, tombstones included.
@@ -94,7 +125,8 @@ impl LwwMap {
     pub fn remove_tombstones_older_than(&mut self, older_than: &Timestamp) -> usize {
         let len_before = self.records.len();
         let mut bytes_dropped = 0;
-        self.records.retain(|key, record| {
+        self.records.retain(|key, stored| {
+            let record = &stored.record;
             let keep = !(record.is_tombstone() && record.timestamp < *older_than);
             if !keep {
                 bytes_dropped += record_bytes(key, record);
@@ -106,9 +138,10 @@ impl LwwMap {
     }
 
     /// Forgets `key` entirely, without leaving a tombstone. For tests and repair tools; a
-    /// client-visible remove is a merge of a tombstone.
+    /// client-visible remove is a merge of a tombstone. The owner's sync index is not told
+    /// (nor by `remove_tombstones_older_than`): rebuild it after.
     pub fn remove_key(&mut self, key: &str) -> Option<LwwRecord> {
-        let removed = self.records.remove(key)?;
+        let removed = self.records.remove(key)?.record;
         self.bytes -= record_bytes(key, &removed);
         Some(removed)
     }

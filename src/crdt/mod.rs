@@ -13,7 +13,7 @@ pub mod lww;
 pub mod ormap;
 
 pub use counter::PnCounter;
-pub use lww::{LwwMap, LwwMerge};
+pub use lww::{IndexSlot, LwwMap, LwwMerge};
 pub use ormap::{OrChange, OrMap};
 
 /// Seeded randomness for the property tests of all three containers.

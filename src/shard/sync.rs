@@ -17,7 +17,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::data::{Change, ChangeEvent, ShardData};
-use crate::crdt::OrMap;
+use crate::crdt::{IndexSlot, LwwMap, OrMap};
 use crate::hash::{lww_item_hash, or_entry_hash};
 use crate::hlc::Hlc;
 use crate::merkle::{BucketPath, LeafIndex, LeafSum, LeafSums};
@@ -158,26 +158,22 @@ pub struct SyncIndexes {
     /// Stamps changes as they arrive. It is never fed client timestamps, so every shard's
     /// arrival clock stays within the wall clock's reach of the others.
     arrival_clock: Hlc,
+    /// The epoch the next LWW index takes (0 names none, see `IndexSlot`).
+    next_epoch: u32,
     lww: AHashMap<Arc<str>, LwwIndex>,
     or: AHashMap<Arc<str>, OrIndex>,
 }
 
-/// The sync index of one LWW map on one shard.
-#[derive(Default)]
+/// The sync index of one LWW map on one shard. What it keeps per key (the key's Merkle item
+/// hash and where its entry sits in `changes`) lives beside the key's record, in the map's
+/// `IndexSlot`, so a write pays one table lookup for both; a slot counts only when it carries
+/// this index's `epoch`, so a reset index (a new epoch) sees every key as new.
 struct LwwIndex {
+    epoch: u32,
     leaves: LeafSums,
-    /// Every key of the map on this shard, tombstones included.
-    keys: GrowingMap<Arc<str>, LwwKeyMeta>,
     leaf_keys: AHashMap<LeafIndex, Vec<Arc<str>>>,
     /// Each key once, at the arrival of its current record.
     changes: ChangeLog,
-}
-
-#[derive(Clone, Copy)]
-struct LwwKeyMeta {
-    item_hash: u32,
-    /// Where the key's entry sits in `changes`.
-    slot: LogSlot,
 }
 
 /// Entries of one change-log chunk; a chunk takes new entries until it holds this many.
@@ -255,20 +251,25 @@ impl ChangeLog {
 }
 
 impl LwwIndex {
-    /// Puts `key`'s current record into the tree and the change index (idempotent for the
-    /// tree; the key's change entry moves to `arrival`).
-    fn refresh(&mut self, key: &str, record: &LwwRecord, arrival: Arrival) {
+    fn new(epoch: u32) -> LwwIndex {
+        LwwIndex { epoch, leaves: LeafSums::default(), leaf_keys: AHashMap::new(), changes: ChangeLog::default() }
+    }
+
+    /// Puts `key`'s current record, stored in `records`, into the tree and the change index
+    /// (idempotent for the tree; the key's change entry moves to `arrival`).
+    fn refresh(&mut self, key: &str, arrival: Arrival, records: &mut LwwMap) {
+        let (record, slot) = records.get_with_slot_mut(key).expect("an indexed key has a stored record");
         let leaf = LeafIndex::of_key(key);
         let item_hash = lww_item_hash(key, &record.timestamp);
-        // One lookup for a key already indexed (the common overwrite): its entry is updated
-        // in place; a new key is inserted once.
-        if let Some(meta) = self.keys.get_mut(key) {
-            let old_hash = std::mem::replace(&mut meta.item_hash, item_hash);
-            let (name, due) = self.changes.clear(meta.slot);
-            meta.slot = self.changes.push(arrival, name);
+        if slot.epoch == self.epoch {
+            // The common overwrite: the key's entries are updated in place.
+            let old_hash = std::mem::replace(&mut slot.item_hash, item_hash);
+            let (name, due) = self.changes.clear(LogSlot { chunk: slot.chunk, offset: slot.offset });
+            let moved = self.changes.push(arrival, name);
+            (slot.chunk, slot.offset) = (moved.chunk, moved.offset);
             self.leaves.replace_item(leaf, Some(old_hash), Some(item_hash));
             if let Some(position) = due {
-                self.compact(position);
+                self.compact(position, records);
             }
             return;
         }
@@ -276,13 +277,13 @@ impl LwwIndex {
         self.leaf_keys.entry(leaf).or_default().push(Arc::clone(&name));
         self.leaves.add_key(leaf);
         self.leaves.replace_item(leaf, None, Some(item_hash));
-        let slot = self.changes.push(arrival, Arc::clone(&name));
-        self.keys.insert(name, LwwKeyMeta { item_hash, slot });
+        let logged = self.changes.push(arrival, name);
+        *slot = IndexSlot { epoch: self.epoch, item_hash, chunk: logged.chunk, offset: logged.offset };
     }
 
     /// Drops the superseded entries of the chunk at `position` (or the whole chunk when none is
     /// live) and re-points the moved keys at their new offsets.
-    fn compact(&mut self, position: usize) {
+    fn compact(&mut self, position: usize, records: &mut LwwMap) {
         let chunk = &mut self.changes.chunks[position];
         if chunk.live == 0 {
             self.changes.chunks.remove(position);
@@ -292,8 +293,8 @@ impl LwwIndex {
         chunk.entries.shrink_to_fit();
         for (offset, (_, key)) in chunk.entries.iter().enumerate() {
             let key = key.as_ref().expect("only live entries are left");
-            let meta = self.keys.get_mut(&**key).expect("every logged key is indexed");
-            meta.slot.offset = offset as u32;
+            let (_, slot) = records.get_with_slot_mut(key).expect("every logged key has a stored record");
+            slot.offset = offset as u32;
         }
     }
 }
@@ -394,9 +395,18 @@ impl OrIndex {
     }
 }
 
+/// Hands out the next LWW index epoch. Epochs never repeat within a shard's life (a
+/// rebuild every second would take over a century to wrap), so no stale slot can pass for a
+/// fresh one.
+fn take_epoch(next_epoch: &mut u32) -> u32 {
+    let epoch = *next_epoch;
+    *next_epoch = next_epoch.checked_add(1).expect("LWW index epochs exhausted");
+    epoch
+}
+
 impl SyncIndexes {
     pub fn new(node_id: &str) -> SyncIndexes {
-        SyncIndexes { arrival_clock: Hlc::new(node_id), lww: AHashMap::new(), or: AHashMap::new() }
+        SyncIndexes { arrival_clock: Hlc::new(node_id), next_epoch: 1, lww: AHashMap::new(), or: AHashMap::new() }
     }
 
     fn tick(&mut self, wall_ms: u64) -> Arrival {
@@ -405,7 +415,8 @@ impl SyncIndexes {
     }
 
     fn lww_index(&mut self, map: &Arc<str>) -> &mut LwwIndex {
-        self.lww.entry(Arc::clone(map)).or_default()
+        let next_epoch = &mut self.next_epoch;
+        self.lww.entry(Arc::clone(map)).or_insert_with(|| LwwIndex::new(take_epoch(next_epoch)))
     }
 
     fn or_index(&mut self, map: &Arc<str>) -> &mut OrIndex {
@@ -435,9 +446,10 @@ impl ShardData {
     /// Updates the sync indexes for one state change of `apply`.
     pub(super) fn track_sync(&mut self, event: &ChangeEvent, wall_ms: u64) {
         match &event.change {
-            Change::Put(record) | Change::Remove(record) => {
+            Change::Put(_) | Change::Remove(_) => {
                 let arrival = self.sync.tick(wall_ms);
-                self.sync.lww_index(&event.map).refresh(&event.key, record, arrival);
+                let records = self.lww.get_mut(&event.map).expect("the write went into this map");
+                self.sync.lww_index(&event.map).refresh(&event.key, arrival, records);
             }
             Change::OrAdd(_) => {
                 let map = self.or.get(&event.map).expect("the add went into this map");
@@ -581,9 +593,11 @@ impl ShardData {
             walked += 1;
             match kind {
                 TreeKind::Lww => {
-                    let Some(record) = self.lww.get(&**map).and_then(|records| records.get(&key)) else { continue };
+                    let Some(records) = self.lww.get_mut(&**map).filter(|records| records.get(&key).is_some()) else {
+                        continue;
+                    };
                     let arrival = self.sync.tick(wall_ms);
-                    self.sync.lww_index(map).refresh(&key, record, arrival);
+                    self.sync.lww_index(map).refresh(&key, arrival, records);
                 }
                 TreeKind::Or => {
                     let Some(or_map) = self.or.get(&**map) else { continue };
@@ -598,7 +612,8 @@ impl ShardData {
     fn reset_sync_index(&mut self, kind: TreeKind, map: Arc<str>) -> (TreeKind, Arc<str>, Vec<String>) {
         let keys: Vec<String> = match kind {
             TreeKind::Lww => {
-                self.sync.lww.insert(Arc::clone(&map), LwwIndex::default());
+                let fresh = LwwIndex::new(take_epoch(&mut self.sync.next_epoch));
+                self.sync.lww.insert(Arc::clone(&map), fresh);
                 self.lww.get(&map).map(|records| records.iter().map(|(key, _)| key.to_string()).collect())
             }
             TreeKind::Or => {
@@ -638,14 +653,16 @@ mod tests {
     #[test]
     fn change_log_keeps_each_key_once_in_arrival_order() {
         let mut prng = Prng::from_seed(11);
-        let mut index = LwwIndex::default();
+        let mut index = LwwIndex::new(1);
+        let mut records = LwwMap::new();
         let mut model: BTreeMap<String, Arrival> = BTreeMap::new();
         for step in 0..20_000u32 {
             // Most writes go to a few hot keys, so old chunks empty out and get compacted.
             let key =
                 if prng.below(10) < 8 { format!("hot{}", prng.below(8)) } else { format!("k{}", prng.below(500)) };
             let arrival = Arrival { millis: 1_000 + u64::from(step / 7), counter: step % 7 };
-            index.refresh(&key, &lww(Some("v"), u64::from(step), "n"), arrival);
+            records.merge(&key, lww(Some("v"), u64::from(step), "n"));
+            index.refresh(&key, arrival, &mut records);
             model.insert(key, arrival);
         }
         let mut expected: Vec<(Arrival, String)> = model.iter().map(|(key, arrival)| (*arrival, key.clone())).collect();
@@ -663,9 +680,11 @@ mod tests {
         let entries: usize = index.changes.chunks.iter().map(|chunk| chunk.entries.len()).sum();
         let bound = 2 * model.len() + LOG_CHUNK_COMPACT_MIN * index.changes.chunks.len() + LOG_CHUNK_ENTRIES;
         assert!(entries <= bound, "{entries} entries for {} keys", model.len());
-        for (key, meta) in &index.keys {
-            let chunk = &index.changes.chunks[index.changes.position(meta.slot.chunk)];
-            assert_eq!(chunk.entries[meta.slot.offset as usize].1.as_deref(), Some(&**key));
+        for key in model.keys() {
+            let (_, slot) = records.get_with_slot_mut(key).unwrap();
+            assert_eq!(slot.epoch, index.epoch);
+            let chunk = &index.changes.chunks[index.changes.position(slot.chunk)];
+            assert_eq!(chunk.entries[slot.offset as usize].1.as_deref(), Some(key.as_str()));
         }
     }
 
