@@ -47,9 +47,17 @@ impl Fnv1a {
     /// Feeds the UTF-16 code units of `text`, as JavaScript's `charCodeAt` would see them.
     pub fn write_text(&mut self, text: &str) {
         let mut state = self.state;
-        for unit in text.encode_utf16() {
-            state ^= u32::from(unit);
-            state = state.wrapping_mul(FNV_PRIME);
+        if text.is_ascii() {
+            // Keys, numbers and node ids are mostly ASCII, whose bytes are their code units.
+            for &byte in text.as_bytes() {
+                state ^= u32::from(byte);
+                state = state.wrapping_mul(FNV_PRIME);
+            }
+        } else {
+            for unit in text.encode_utf16() {
+                state ^= u32::from(unit);
+                state = state.wrapping_mul(FNV_PRIME);
+            }
         }
         self.state = state;
     }
@@ -100,8 +108,12 @@ pub fn partition_of(key: &str) -> u16 {
 /// The key's Merkle path: the first three hex digits (each 0..16) of the zero-padded lowercase
 /// hex of `fnv1a(key)`, for tree levels 0, 1 and 2. The leaf holding the key is this path.
 pub fn merkle_path(key: &str) -> [u8; 3] {
-    let hash = fnv1a_utf16(key);
-    [(hash >> 28) as u8, ((hash >> 24) & 0xF) as u8, ((hash >> 20) & 0xF) as u8]
+    merkle_path_of_hash(fnv1a_utf16(key))
+}
+
+/// [`merkle_path`] from the key's `fnv1a_utf16`, for callers that have it already.
+pub fn merkle_path_of_hash(key_hash: u32) -> [u8; 3] {
+    [(key_hash >> 28) as u8, ((key_hash >> 24) & 0xF) as u8, ((key_hash >> 20) & 0xF) as u8]
 }
 
 /// The LWW Merkle item hash: `fnv1a("<key>:<millis>:<counter>:<nodeId>")`. The value is not
@@ -109,8 +121,15 @@ pub fn merkle_path(key: &str) -> [u8; 3] {
 pub fn lww_item_hash(key: &str, timestamp: &Timestamp) -> u32 {
     let mut hasher = Fnv1a::new();
     hasher.write_text(key);
-    write_timestamp(&mut hasher, timestamp);
-    hasher.finish()
+    lww_item_hash_after_key(hasher, timestamp)
+}
+
+/// [`lww_item_hash`] from a hasher that has been fed the key (and nothing else): FNV-1a
+/// streams, so the key's own hash (its partition and Merkle path) and its item hash share
+/// that work.
+pub fn lww_item_hash_after_key(mut key_hasher: Fnv1a, timestamp: &Timestamp) -> u32 {
+    write_timestamp(&mut key_hasher, timestamp);
+    key_hasher.finish()
 }
 
 /// Writes `:<millis>:<counter>:<nodeId>`, the timestamp's string form behind a separator.

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use crate::hash::{merkle_path, mix};
+use crate::hash::{merkle_path, merkle_path_of_hash, mix};
 
 /// Levels of the tree below the root (PROTOCOL.md §6.6). Fixed by the protocol.
 pub const TREE_DEPTH: usize = 3;
@@ -37,7 +37,15 @@ pub struct LeafIndex(u16);
 impl LeafIndex {
     /// The leaf holding `key`.
     pub fn of_key(key: &str) -> LeafIndex {
-        let [first, second, third] = merkle_path(key);
+        LeafIndex::of_path(merkle_path(key))
+    }
+
+    /// The leaf of the key whose `fnv1a_utf16` is `key_hash`.
+    pub fn of_key_hash(key_hash: u32) -> LeafIndex {
+        LeafIndex::of_path(merkle_path_of_hash(key_hash))
+    }
+
+    fn of_path([first, second, third]: [u8; 3]) -> LeafIndex {
         LeafIndex(u16::from(first) << 8 | u16::from(second) << 4 | u16::from(third))
     }
 

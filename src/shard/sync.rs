@@ -18,7 +18,7 @@ use ahash::AHashMap;
 
 use super::data::{Change, ChangeEvent, ShardData};
 use crate::crdt::{IndexSlot, LwwMap, OrMap};
-use crate::hash::{lww_item_hash, or_entry_hash};
+use crate::hash::{lww_item_hash_after_key, or_entry_hash, Fnv1a};
 use crate::hlc::Hlc;
 use crate::merkle::{BucketPath, LeafIndex, LeafSum, LeafSums};
 use crate::model::{LwwRecord, OrRecord, Timestamp};
@@ -259,8 +259,11 @@ impl LwwIndex {
     /// (idempotent for the tree; the key's change entry moves to `arrival`).
     fn refresh(&mut self, key: &str, arrival: Arrival, records: &mut LwwMap) {
         let (record, slot) = records.get_with_slot_mut(key).expect("an indexed key has a stored record");
-        let leaf = LeafIndex::of_key(key);
-        let item_hash = lww_item_hash(key, &record.timestamp);
+        // The key is hashed once for its leaf and its item hash.
+        let mut key_hasher = Fnv1a::new();
+        key_hasher.write_text(key);
+        let leaf = LeafIndex::of_key_hash(key_hasher.finish());
+        let item_hash = lww_item_hash_after_key(key_hasher, &record.timestamp);
         if slot.epoch == self.epoch {
             // The common overwrite: the key's entries are updated in place.
             let old_hash = std::mem::replace(&mut slot.item_hash, item_hash);
@@ -636,7 +639,7 @@ mod tests {
     use bytes::Bytes;
 
     use crate::crdt::test_prng::Prng;
-    use crate::hash::partition_of;
+    use crate::hash::{lww_item_hash, partition_of};
     use crate::merkle::{add_leaves, children, root_hash, LEAF_COUNT};
     use crate::protocol::{ClientOp, OpKind};
     use crate::shard::OpOutcome;
