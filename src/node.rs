@@ -539,8 +539,10 @@ impl Node {
             // events, then the journal takes the events apart, and only then is anything sent.
             let deliveries = self.fan_out(&events, writer, writer_alone, seq, now);
             let journal = self.journal_append(events, now);
+            // Events, not requests: this handler may wait for room on the subscribers'
+            // shards' event queues, whose consumers never wait (shards/ mesh).
             for (target, hop) in deliveries {
-                self.mesh.tell(target, hop).await;
+                self.mesh.notify(target, hop).await;
             }
             self.journal_deliver(journal).await;
         }

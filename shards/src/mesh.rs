@@ -1,17 +1,24 @@
 //! The mesh: bounded single-producer queues between every ordered pair of shards, carrying typed
-//! requests one way and replies the other.
+//! requests and events one way and replies the other.
 //!
-//! Each ordered pair of shards has two glommio shared channels (lock-free rings woken through an
-//! eventfd): one for requests (`call` and `tell`), one for replies. Replies travel on their own
-//! queues so that a shard busy handling requests can always make progress on the replies it is
-//! waiting for: a reply consumer never waits on anything, so a full request queue cannot
-//! deadlock two shards calling each other. A full queue makes the sender wait (back-pressure);
-//! nothing is dropped and nothing grows without bound.
+//! Each ordered pair of shards has three glommio shared channels (lock-free rings woken through
+//! an eventfd): one for requests (`call` and `tell`), one for events (`notify`), one for
+//! replies. A full queue makes the sender wait (back-pressure); nothing is dropped and nothing
+//! grows without bound. Waiting never closes a cycle, because the consumers of two of the three
+//! queues never wait on anything:
+//! - a reply consumer only completes the call it answers, so a shard busy handling requests
+//!   always makes progress on the replies it is waiting for;
+//! - an event's handler must finish without waiting (it must not send, nor await anything), and
+//!   the event consumer checks that it does. A request handler may `notify` other shards (an
+//!   owner telling subscribers' shards about a write) and wait for room on their event queues:
+//!   that waits only on consumers that never wait, so two shards doing it to each other, with
+//!   every queue full, still both make progress.
 //!
-//! Requests from one shard to another are handled in the order they were sent (FIFO per pair),
-//! one at a time. A handler may itself `tell` other shards, but must never `call` a shard and
-//! wait for it: cross-shard calls form a DAG (the connection's shard calls owners; owners only
-//! tell).
+//! A request handler must never `call` or `tell` a shard and wait for it: cross-shard requests
+//! form a DAG (connections' tasks call and tell owners; owners only notify). Requests from one
+//! shard to another are handled in the order they were sent (FIFO per pair), one at a time;
+//! events likewise among themselves; an event and a request sent one after the other may be
+//! handled in either order.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
@@ -35,6 +42,13 @@ enum Envelope<Req> {
     Tell(Req),
 }
 
+/// Which of a pair's outgoing queues a request goes on.
+#[derive(Clone, Copy)]
+enum Lane {
+    Requests,
+    Events,
+}
+
 /// Builds the queues of the whole mesh on the main thread and hands each shard its ends.
 pub struct MeshBuilder;
 
@@ -45,6 +59,8 @@ pub struct MeshEnds<Req: Send, Rep: Send> {
     /// Indexed by peer shard; `None` at our own index.
     request_senders: Vec<Option<SharedSender<Envelope<Req>>>>,
     request_receivers: Vec<Option<SharedReceiver<Envelope<Req>>>>,
+    event_senders: Vec<Option<SharedSender<Envelope<Req>>>>,
+    event_receivers: Vec<Option<SharedReceiver<Envelope<Req>>>>,
     reply_senders: Vec<Option<SharedSender<(u64, Rep)>>>,
     reply_receivers: Vec<Option<SharedReceiver<(u64, Rep)>>>,
 }
@@ -59,8 +75,12 @@ pub struct MeshStats {
     pub queue_full_waits: u64,
 }
 
-/// A shard's receiving ends, indexed by peer (`None` at its own index): requests, replies.
-type Receivers<Req, Rep> = (Vec<Option<ConnectedReceiver<Envelope<Req>>>>, Vec<Option<ConnectedReceiver<(u64, Rep)>>>);
+/// A shard's receiving ends, indexed by peer (`None` at its own index).
+struct Receivers<Req: Send, Rep: Send> {
+    requests: Vec<Option<ConnectedReceiver<Envelope<Req>>>>,
+    events: Vec<Option<ConnectedReceiver<Envelope<Req>>>>,
+    replies: Vec<Option<ConnectedReceiver<(u64, Rep)>>>,
+}
 
 /// One shard's end of the mesh. Lives on its shard, behind an `Rc`.
 pub struct Mesh<Req: Send + 'static, Rep: Send + 'static, H> {
@@ -68,6 +88,7 @@ pub struct Mesh<Req: Send + 'static, Rep: Send + 'static, H> {
     shard_count: usize,
     /// Indexed by peer shard; `None` at our own index.
     requests: Vec<Option<ConnectedSender<Envelope<Req>>>>,
+    events: Vec<Option<ConnectedSender<Envelope<Req>>>>,
     replies: Vec<Option<ConnectedSender<(u64, Rep)>>>,
     receivers: RefCell<Option<Receivers<Req, Rep>>>,
     handler: OnceCell<Rc<H>>,
@@ -76,7 +97,7 @@ pub struct Mesh<Req: Send + 'static, Rep: Send + 'static, H> {
 }
 
 impl MeshBuilder {
-    /// Creates every queue: two per ordered pair of shards, `queue_depth` messages each.
+    /// Creates every queue: three per ordered pair of shards, `queue_depth` messages each.
     #[allow(clippy::new_ret_no_self)] // a builder of per-shard ends, not of itself
     pub fn new<Req: Send + 'static, Rep: Send + 'static>(
         shard_count: usize,
@@ -90,6 +111,8 @@ impl MeshBuilder {
                 shard_count,
                 request_senders: (0..shard_count).map(|_| None).collect(),
                 request_receivers: (0..shard_count).map(|_| None).collect(),
+                event_senders: (0..shard_count).map(|_| None).collect(),
+                event_receivers: (0..shard_count).map(|_| None).collect(),
                 reply_senders: (0..shard_count).map(|_| None).collect(),
                 reply_receivers: (0..shard_count).map(|_| None).collect(),
             })
@@ -99,6 +122,9 @@ impl MeshBuilder {
                 let (sender, receiver) = shared_channel::new_bounded(queue_depth);
                 ends[from].request_senders[to] = Some(sender);
                 ends[to].request_receivers[from] = Some(receiver);
+                let (sender, receiver) = shared_channel::new_bounded(queue_depth);
+                ends[from].event_senders[to] = Some(sender);
+                ends[to].event_receivers[from] = Some(receiver);
                 let (sender, receiver) = shared_channel::new_bounded(queue_depth);
                 ends[from].reply_senders[to] = Some(sender);
                 ends[to].reply_receivers[from] = Some(receiver);
@@ -139,19 +165,26 @@ impl<Req: Send + 'static, Rep: Send + 'static> MeshEnds<Req, Rep> {
     /// connected the other side of each queue.
     pub async fn join<H: MeshHandler<Req, Rep>>(self) -> Rc<Mesh<Req, Rep, H>> {
         let requests = start_connecting(self.request_senders, |end| Box::pin(end.connect()));
+        let events = start_connecting(self.event_senders, |end| Box::pin(end.connect()));
         let replies = start_connecting(self.reply_senders, |end| Box::pin(end.connect()));
         let request_receivers = start_connecting(self.request_receivers, |end| Box::pin(end.connect()));
+        let event_receivers = start_connecting(self.event_receivers, |end| Box::pin(end.connect()));
         let reply_receivers = start_connecting(self.reply_receivers, |end| Box::pin(end.connect()));
         let requests = finish_connecting(requests).await;
+        let events = finish_connecting(events).await;
         let replies = finish_connecting(replies).await;
-        let request_receivers = finish_connecting(request_receivers).await;
-        let reply_receivers = finish_connecting(reply_receivers).await;
+        let receivers = Receivers {
+            requests: finish_connecting(request_receivers).await,
+            events: finish_connecting(event_receivers).await,
+            replies: finish_connecting(reply_receivers).await,
+        };
         Rc::new(Mesh {
             me: self.me,
             shard_count: self.shard_count,
             requests,
+            events,
             replies,
-            receivers: RefCell::new(Some((request_receivers, reply_receivers))),
+            receivers: RefCell::new(Some(receivers)),
             handler: OnceCell::new(),
             pending: RefCell::new(PendingCalls::default()),
             stats: Cell::new(MeshStats::default()),
@@ -184,12 +217,26 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
         self.stats.set(stats);
     }
 
-    /// Installs the handler and starts this shard's receiver tasks (one per peer and direction).
+    /// Installs the handler and starts this shard's receiver tasks (one per peer and queue).
     /// The tasks run until the peers close their queues.
     pub fn serve(self: &Rc<Self>, handler: Rc<H>) {
         assert!(self.handler.set(handler).is_ok(), "serve is called once");
-        let (request_receivers, reply_receivers) = self.receivers.borrow_mut().take().expect("serve is called once");
-        for (peer, stream) in request_receivers.into_iter().enumerate() {
+        let receivers = self.receivers.borrow_mut().take().expect("serve is called once");
+        for (peer, stream) in receivers.events.into_iter().enumerate() {
+            let Some(stream) = stream else { continue };
+            let mesh = Rc::clone(self);
+            let from = ShardId(peer as u16);
+            glommio::spawn_local(async move {
+                while let Some(envelope) = stream.recv().await {
+                    mesh.bump(|stats| stats.hops_received += 1);
+                    let Envelope::Tell(event) = envelope else { unreachable!("only notify sends events") };
+                    let handler = Rc::clone(mesh.handler.get().expect("handler installed"));
+                    finish_event(from, std::pin::pin!(handler.handle(from, event))).await;
+                }
+            })
+            .detach();
+        }
+        for (peer, stream) in receivers.requests.into_iter().enumerate() {
             let Some(stream) = stream else { continue };
             let mesh = Rc::clone(self);
             let from = ShardId(peer as u16);
@@ -213,7 +260,7 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
             })
             .detach();
         }
-        for stream in reply_receivers.into_iter().flatten() {
+        for stream in receivers.replies.into_iter().flatten() {
             let mesh = Rc::clone(self);
             glommio::spawn_local(async move {
                 while let Some((call_id, reply)) = stream.recv().await {
@@ -225,8 +272,12 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
         }
     }
 
-    async fn send(&self, target: ShardId, envelope: Envelope<Req>) {
-        let sender = self.requests[target.index()].as_ref().expect("a queue to every peer");
+    async fn send(&self, target: ShardId, lane: Lane, envelope: Envelope<Req>) {
+        let senders = match lane {
+            Lane::Requests => &self.requests,
+            Lane::Events => &self.events,
+        };
+        let sender = senders[target.index()].as_ref().expect("a queue to every peer");
         self.bump(|stats| stats.hops_sent += 1);
         match sender.try_send(envelope) {
             Ok(()) => {}
@@ -249,7 +300,7 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
         }
         let call_id = self.pending.borrow_mut().open();
         let reply = PendingReply { mesh_pending: &self.pending, call_id, done: false };
-        self.send(target, Envelope::Call { call_id, request }).await;
+        self.send(target, Lane::Requests, Envelope::Call { call_id, request }).await;
         reply.await
     }
 
@@ -261,7 +312,19 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
             let _ = self.handle_locally(&handler, request).await;
             return;
         }
-        self.send(target, Envelope::Tell(request)).await;
+        self.send(target, Lane::Requests, Envelope::Tell(request)).await;
+    }
+
+    /// Sends `event` to `target` on its event queue, without waiting for an answer: the one
+    /// way a request handler may reach other shards (see the module doc). Its handler must
+    /// finish without waiting. To the own shard, the handler runs directly.
+    pub async fn notify(&self, target: ShardId, event: Req) {
+        if target == self.me {
+            let handler = Rc::clone(self.handler.get().expect("serve() before notify()"));
+            finish_event(self.me, self.handle_locally(&handler, event).as_mut()).await;
+            return;
+        }
+        self.send(target, Lane::Events, Envelope::Tell(event)).await;
     }
 
     /// Runs the handler for a request to the own shard. Boxed: a handler may `tell` its own
@@ -277,7 +340,20 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
     /// Closes this shard's sending ends so peers' receiver tasks finish.
     pub fn close(&self) {
         self.requests.iter().flatten().for_each(|sender| sender.close());
+        self.events.iter().flatten().for_each(|sender| sender.close());
         self.replies.iter().flatten().for_each(|sender| sender.close());
+    }
+}
+
+/// Runs an event's handler (`handling`), which must finish at its first poll: an event that waited (on a
+/// full queue, or anything else) could close a cycle of waiting shards. Debug builds stop
+/// there; release builds log it and let the handler finish.
+async fn finish_event<F: Future + ?Sized>(from: ShardId, mut handling: Pin<&mut F>) {
+    let first = handling.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    if first.is_pending() {
+        debug_assert!(false, "the handler of an event from {from} waited");
+        tracing::error!(%from, "the handler of a mesh event waited; events must finish at once");
+        handling.await;
     }
 }
 

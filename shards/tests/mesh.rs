@@ -1,6 +1,7 @@
 //! The mesh between real pinned executors: calls in both directions at once through tiny
-//! queues complete (no deadlock, back-pressure only), replies match their calls, and tells from
-//! one shard arrive in the order sent.
+//! queues complete (no deadlock, back-pressure only), replies match their calls, tells from
+//! one shard arrive in the order sent, and request handlers that notify each other's shards
+//! through full queues both make progress.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -10,6 +11,9 @@ use shardgrid_shards::{run_shards, CoreSet, MeshBuilder, MeshHandler, RuntimeCon
 enum Request {
     Double(u64),
     Record(u64),
+    /// Handled by notifying the sender's shard of `Record(0..n)` before replying, as an owner
+    /// tells subscribers' shards about a write.
+    Fanout(u64),
     Recorded,
     /// The sender has finished calling; no reply.
     Done,
@@ -21,9 +25,42 @@ struct Handler {
     peer_done: Cell<bool>,
 }
 
+/// The handler of `Fanout`, which needs the mesh it is installed on.
+struct FanoutHandler {
+    mesh: RefCell<Option<Rc<FanoutMesh>>>,
+    received: Cell<u64>,
+    peer_done: Cell<bool>,
+}
+
+type FanoutMesh = shardgrid_shards::Mesh<Request, Vec<u64>, FanoutHandler>;
+
+impl MeshHandler<Request, Vec<u64>> for FanoutHandler {
+    async fn handle(&self, from: ShardId, request: Request) -> Option<Vec<u64>> {
+        match request {
+            Request::Fanout(count) => {
+                let mesh = Rc::clone(self.mesh.borrow().as_ref().expect("installed"));
+                for number in 0..count {
+                    mesh.notify(from, Request::Record(number)).await;
+                }
+                Some(vec![count])
+            }
+            Request::Record(_) => {
+                self.received.set(self.received.get() + 1);
+                None
+            }
+            Request::Done => {
+                self.peer_done.set(true);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
 impl MeshHandler<Request, Vec<u64>> for Handler {
     async fn handle(&self, _from: ShardId, request: Request) -> Option<Vec<u64>> {
         match request {
+            Request::Fanout(_) => None,
             Request::Double(number) => Some(vec![number * 2]),
             Request::Record(number) => {
                 self.recorded.borrow_mut().push(number);
@@ -92,6 +129,76 @@ fn calls_both_ways_through_tiny_queues() {
         while !handler.peer_done.get() {
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
+    })
+    .unwrap();
+}
+
+/// Two shards on the first two available CPUs (both on one CPU if only one exists); `None` when
+/// the process may use only one CPU.
+fn two_shards() -> Option<RuntimeConfig> {
+    let available = shardgrid_shards::cores::available_cpus();
+    let cpus =
+        if available.len() >= 2 { format!("{},{}", available[0], available[1]) } else { available[0].to_string() };
+    let cores = CoreSet::parse_list(&cpus, &available).unwrap();
+    if cores.shard_count() < 2 {
+        eprintln!("skipped: the mesh test needs two CPUs and this process may use only one");
+        return None;
+    }
+    Some(RuntimeConfig {
+        cores,
+        io_memory_bytes: 256 * 1024,
+        ring_depth: 64,
+        spin_before_park: None,
+        preempt_timer: std::time::Duration::from_millis(100),
+    })
+}
+
+const FANOUT_CALLS: u64 = 200;
+const FANOUT_EVENTS: u64 = 50;
+
+// Goal: request handlers that reach the other shard while that shard's handlers do the same
+// never wait on each other, however full the queues (a regression test: handlers used to
+// `tell`, on the queue whose consumer was the blocked handler itself, so two shards fanning
+// out to each other with both 2-deep queues full stopped for good).
+// Method: 16 concurrent callers per shard each call `Fanout` on the other shard 200 / 16 times;
+// every call's handler notifies the caller's shard 50 times through 2-deep queues before
+// replying. Every call must be answered and every event received.
+#[test]
+fn handlers_notifying_each_other_through_full_queues_both_progress() {
+    let Some(config) = two_shards() else { return };
+    let ends = MeshBuilder::new::<Request, Vec<u64>>(2, 2);
+    run_shards(&config, &Shutdown::new(), ends, |context, ends| async move {
+        let mesh: Rc<FanoutMesh> = ends.join::<FanoutHandler>().await;
+        let handler = Rc::new(FanoutHandler {
+            mesh: RefCell::new(Some(Rc::clone(&mesh))),
+            received: Cell::new(0),
+            peer_done: Cell::new(false),
+        });
+        mesh.serve(Rc::clone(&handler));
+        let peer = ShardId(1 - context.shard.0);
+        let mut callers = Vec::new();
+        for caller in 0..16u64 {
+            let mesh = Rc::clone(&mesh);
+            callers.push(glommio::spawn_local(async move {
+                for _ in (caller..FANOUT_CALLS).step_by(16) {
+                    assert_eq!(mesh.call(peer, Request::Fanout(FANOUT_EVENTS)).await, vec![FANOUT_EVENTS]);
+                }
+            }));
+        }
+        for caller in callers {
+            caller.await;
+        }
+        // Events sent before a call's reply may still be queued behind it; wait for them all.
+        while handler.received.get() < FANOUT_CALLS * FANOUT_EVENTS {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(mesh.stats().queue_full_waits > 0, "2-deep queues made senders wait");
+        // Keep serving until the peer has had every reply and event from us too.
+        mesh.tell(peer, Request::Done).await;
+        while !handler.peer_done.get() {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        *handler.mesh.borrow_mut() = None;
     })
     .unwrap();
 }

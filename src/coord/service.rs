@@ -196,6 +196,12 @@ impl Node {
         self.mesh().tell(target, Hop::Coord(hop)).await;
     }
 
+    /// Sends a hop whose handler finishes at once (`Push`, `TopicDeliver`, `JournalDeliver`)
+    /// as a mesh event: the way the owner's handlers reach other shards.
+    async fn coord_notify(&self, target: ShardId, hop: CoordHop) {
+        self.mesh().notify(target, Hop::Coord(hop)).await;
+    }
+
     /// Groups names by owner shard, keeping each owner's names in order.
     fn by_owner(&self, names: impl IntoIterator<Item = Arc<str>>) -> Vec<(ShardId, Vec<Arc<str>>)> {
         let mut groups: Vec<Vec<Arc<str>>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
@@ -397,7 +403,7 @@ impl Node {
             return;
         }
         for target in delivery.targets {
-            self.coord_tell(target, CoordHop::JournalDeliver { events: delivery.frames.clone() }).await;
+            self.coord_notify(target, CoordHop::JournalDeliver { events: delivery.frames.clone() }).await;
         }
     }
 
@@ -446,7 +452,7 @@ impl Node {
                 name: grant.name.to_string(),
                 fencing_token: grant.token,
             });
-            self.coord_tell(grant.conn.shard, CoordHop::Push { conns: vec![grant.conn.conn], frame }).await;
+            self.coord_notify(grant.conn.shard, CoordHop::Push { conns: vec![grant.conn.conn], frame }).await;
         }
     }
 
@@ -474,7 +480,7 @@ impl Node {
                 let frame = self.coord().encode(&message);
                 for target in targets {
                     let hop = CoordHop::TopicDeliver { topic: Arc::clone(&topic), frame: frame.clone(), publisher };
-                    self.coord_tell(target, hop).await;
+                    self.coord_notify(target, hop).await;
                 }
                 CoordReply::Done
             }
@@ -543,7 +549,7 @@ impl Node {
                     // `others` is sorted by shard: one push per shard.
                     for shard_conns in outcome.others.chunk_by(|a, b| a.shard == b.shard) {
                         let conns = shard_conns.iter().map(|subscriber| subscriber.conn).collect();
-                        self.coord_tell(shard_conns[0].shard, CoordHop::Push { conns, frame: frame.clone() }).await;
+                        self.coord_notify(shard_conns[0].shard, CoordHop::Push { conns, frame: frame.clone() }).await;
                     }
                 }
                 CoordReply::Counter(outcome.state)

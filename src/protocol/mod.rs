@@ -59,3 +59,11 @@ impl Default for DecodeLimits {
         DecodeLimits { max_depth: NESTING_DEPTH_MAX }
     }
 }
+
+/// The msgpack encoding of `value`, for the codec's unit tests.
+#[cfg(test)]
+pub(crate) fn test_msgpack(value: &rmpv::Value) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, value).expect("writing to a Vec cannot fail");
+    bytes
+}

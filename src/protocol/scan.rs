@@ -431,12 +431,7 @@ impl<'a> Iterator for ArrayItems<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn encode(value: &rmpv::Value) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, value).unwrap();
-        bytes
-    }
+    use crate::protocol::test_msgpack as encode;
 
     /// Goal: the scan measures every msgpack format family exactly, including extensions and
     /// 32-bit lengths. Method: encode a value with one of each and compare lengths.

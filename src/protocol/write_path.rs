@@ -310,12 +310,7 @@ fn timestamp(reader: &mut Reader<'_>, depth: usize) -> Option<Timestamp> {
 mod tests {
     use super::*;
     use crate::protocol::decode::decode_general;
-
-    fn encode(value: &rmpv::Value) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, value).unwrap();
-        bytes
-    }
+    use crate::protocol::test_msgpack as encode;
 
     fn map(entries: Vec<(&str, rmpv::Value)>) -> rmpv::Value {
         rmpv::Value::Map(entries.into_iter().map(|(name, value)| (name.into(), value)).collect())
@@ -330,6 +325,17 @@ mod tests {
             ("key", key.into()),
             ("record", map(vec![("value", value), ("timestamp", stamp)])),
         ])
+    }
+
+    /// An op on `key` of map `m` with `more` fields after `mapName` and `key`.
+    fn op_on(key: &str, more: Vec<(&str, rmpv::Value)>) -> rmpv::Value {
+        let mut fields = vec![("mapName", "m".into()), ("key", key.into())];
+        fields.extend(more);
+        map(fields)
+    }
+
+    fn client_op_frame(payload: rmpv::Value) -> rmpv::Value {
+        map(vec![("type", "CLIENT_OP".into()), ("payload", payload)])
     }
 
     fn batch(ops: Vec<rmpv::Value>) -> rmpv::Value {
@@ -358,53 +364,24 @@ mod tests {
                     ]),
                 ),
             ]),
-            map(vec![("type", "CLIENT_OP".into()), ("payload", put_op("k"))]),
-            map(vec![
-                ("type", "CLIENT_OP".into()),
-                (
-                    "payload",
-                    map(vec![
-                        ("mapName", "m".into()),
-                        ("key", "k".into()),
-                        ("opType", "REMOVE".into()),
-                        ("timestamp", stamp.clone()),
-                    ]),
-                ),
-            ]),
-            map(vec![
-                ("type", "CLIENT_OP".into()),
-                ("payload", map(vec![("mapName", "m".into()), ("key", "k".into()), ("record", rmpv::Value::Nil)])),
-            ]),
-            map(vec![
-                ("type", "CLIENT_OP".into()),
-                ("payload", map(vec![("mapName", "m".into()), ("key", "k".into())])),
-            ]),
-            map(vec![
-                ("type", "CLIENT_OP".into()),
-                (
-                    "payload",
-                    map(vec![
-                        ("mapName", "m".into()),
-                        ("key", "k".into()),
-                        ("key", "k2".into()),
-                        (
-                            "record",
-                            map(vec![("value", rmpv::Value::Nil), ("timestamp", stamp.clone()), ("ttlMs", 10.into())]),
-                        ),
-                    ]),
-                ),
-            ]),
-            map(vec![
-                ("type", "CLIENT_OP".into()),
-                (
-                    "payload",
-                    map(vec![
-                        ("mapName", "m".into()),
-                        ("key", "k".into()),
-                        ("record", map(vec![("value", 7.into()), ("timestamp", stamp), ("ttlMs", 60_000.into())])),
-                    ]),
-                ),
-            ]),
+            client_op_frame(put_op("k")),
+            client_op_frame(op_on("k", vec![("opType", "REMOVE".into()), ("timestamp", stamp.clone())])),
+            client_op_frame(op_on("k", vec![("record", rmpv::Value::Nil)])),
+            client_op_frame(op_on("k", vec![])),
+            client_op_frame(op_on(
+                "k",
+                vec![
+                    ("key", "k2".into()),
+                    (
+                        "record",
+                        map(vec![("value", rmpv::Value::Nil), ("timestamp", stamp.clone()), ("ttlMs", 10.into())]),
+                    ),
+                ],
+            )),
+            client_op_frame(op_on(
+                "k",
+                vec![("record", map(vec![("value", 7.into()), ("timestamp", stamp), ("ttlMs", 60_000.into())]))],
+            )),
         ];
         for frame in frames {
             let bytes = encode(&frame);
@@ -422,10 +399,7 @@ mod tests {
         truncated.pop();
         let mut trailing = encode(&batch(vec![put_op("a")]));
         trailing.push(0xc0);
-        let or_add = map(vec![
-            ("type", "CLIENT_OP".into()),
-            ("payload", map(vec![("mapName", "m".into()), ("key", "k".into()), ("orTag", "t".into())])),
-        ]);
+        let or_remove = client_op_frame(op_on("k", vec![("orTag", "t".into())]));
         let missing_key = map(vec![
             ("type", "OP_BATCH".into()),
             ("payload", map(vec![("ops", rmpv::Value::Array(vec![map(vec![("mapName", "m".into())])]))])),
@@ -451,7 +425,7 @@ mod tests {
         let cases = [
             truncated,
             trailing,
-            encode(&or_add),
+            encode(&or_remove),
             encode(&missing_key),
             encode(&wrong_type),
             encode(&deep_value),
