@@ -8,11 +8,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use rmpv::Value;
 use shardgrid::live::index::SubscriptionIndex;
 use shardgrid::live::{LiveChange, SubKey};
-use shardgrid::model::{LwwRecord, Timestamp};
+use shardgrid::model::{LwwRecord, Timestamp, ValueBytes};
 use shardgrid::protocol::{decode_client_message, ClientOp, DecodeLimits, OpKind};
 use shardgrid::query::Query;
 use shardgrid::shard::ShardData;
@@ -81,7 +80,7 @@ fn live_index_benches() {
         scanned.register(SubKey { shard: ShardId(0), local }, Arc::clone(&map), Arc::new(scan), cursor);
     }
     let after = row(42, "open");
-    let bytes = Bytes::from(encode(&after));
+    let bytes = ValueBytes::from(encode(&after));
     let mut changes: Vec<(SubKey, LiveChange)> = Vec::new();
     measure("live index: write vs 10,000 indexed subs (10 match)", 200_000, |_| {
         changes.clear();
@@ -131,7 +130,7 @@ fn codec_and_apply_benches() {
         black_box(decode_client_message(black_box(&frame), &limits).unwrap());
     });
     let mut data = ShardData::new("server");
-    let value = Bytes::from(encode(&Value::Map(vec![(Value::from("payload"), Value::from("x".repeat(64)))])));
+    let value = ValueBytes::from(encode(&Value::Map(vec![(Value::from("payload"), Value::from("x".repeat(64)))])));
     measure("shard: apply one LWW put (100,000 keys)", 1_000_000, |iteration| {
         let record = LwwRecord {
             value: Some(value.clone()),
@@ -197,7 +196,7 @@ fn growth_benches() {
     release(incremental);
     let now = 1_700_000_000_000u64;
     let mut data = ShardData::new("server");
-    let value = Bytes::from(encode(&Value::Map(vec![(Value::from("payload"), Value::from("x".repeat(64)))])));
+    let value = ValueBytes::from(encode(&Value::Map(vec![(Value::from("payload"), Value::from("x".repeat(64)))])));
     growth("shard: apply LWW puts, one map growing to 1,000,000 keys", 1_000_000, |key| {
         let record = LwwRecord { value: Some(value.clone()), timestamp: Timestamp::new(now, 0, "c"), ttl_ms: None };
         let op = ClientOp {

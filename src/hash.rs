@@ -571,7 +571,6 @@ impl fmt::Write for StackText {
 mod tests {
     use super::*;
 
-    use bytes::Bytes;
     use serde_json::Value as Json;
     use std::collections::BTreeMap;
 
@@ -594,7 +593,7 @@ mod tests {
     }
 
     /// Encodes a JSON value as msgpack, integers as integers, as the client would send it.
-    fn msgpack_of(value: &Json) -> Bytes {
+    fn msgpack_of(value: &Json) -> crate::model::ValueBytes {
         fn convert(value: &Json) -> rmpv::Value {
             match value {
                 Json::Null => rmpv::Value::Nil,
@@ -614,10 +613,10 @@ mod tests {
         msgpack_bytes(&convert(value))
     }
 
-    fn msgpack_bytes(value: &rmpv::Value) -> Bytes {
+    fn msgpack_bytes(value: &rmpv::Value) -> crate::model::ValueBytes {
         let mut encoded = Vec::new();
         rmpv::encode::write_value(&mut encoded, value).unwrap();
-        Bytes::from(encoded)
+        crate::model::ValueBytes::from(encoded)
     }
 
     fn js_number(number: f64) -> String {

@@ -5,12 +5,13 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use compact_str::CompactString;
 
 /// One msgpack-encoded value exactly as a client sent it (any msgpack value: map, array, str,
-/// number, bool, nil). Values are stored and re-emitted as these bytes, never re-encoded.
-pub type ValueBytes = Bytes;
+/// number, bool, nil). Values are stored and re-emitted as these bytes, never re-encoded. A
+/// record, the events about it and the event journal share one value: one allocation holding
+/// the reference count and the bytes, so sharing allocates nothing more.
+pub type ValueBytes = std::sync::Arc<[u8]>;
 
 /// A hybrid logical clock timestamp (PROTOCOL.md §2.4). Ordered by `millis`, then `counter`,
 /// then `node_id` compared byte-wise (DECISIONS.md §1.1). Node ids of up to 24 bytes are

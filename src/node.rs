@@ -28,6 +28,7 @@ use crate::hash::partition_of;
 use crate::live::index::SubscriptionIndex;
 use crate::live::window::LiveQuery;
 use crate::live::{evaluate_event, live_value, QueryUpdate, SubChange, SubKey};
+use crate::model::ValueBytes;
 use crate::net::outbox::{CloseReason, Outbox};
 use crate::persist::{DurabilityWatch, ShardStore, Ticket};
 use crate::protocol::{
@@ -830,7 +831,7 @@ impl Node {
                     let mut projected = Vec::new();
                     rmpv::encode::write_value(&mut projected, &project(&decoded, fields))
                         .expect("writing to a Vec cannot fail");
-                    Some(Bytes::from(projected))
+                    Some(ValueBytes::from(projected))
                 }
                 (value, _) => value,
             };

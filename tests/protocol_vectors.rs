@@ -10,11 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use rmpv::Value;
 use serde_json::Value as Json;
 
-use shardgrid::model::{LwwRecord, OrRecord, PnCounterState, Timestamp, WriteConcern};
+use shardgrid::model::{LwwRecord, OrRecord, PnCounterState, Timestamp, ValueBytes, WriteConcern};
 use shardgrid::protocol::{
     decode_client_message, encode, ChangeType, ClientMessage, ClientOp, CursorStatus, DecodeLimits, NodeStatus, OpKind,
     OpResult, OrMapEntry, PartitionInfo, PartitionMap, PartitionNode, QueryResp, SearchHit, ServerEvent,
@@ -76,10 +75,10 @@ fn json_to_value(json: &Json) -> Value {
     }
 }
 
-fn json_bytes(json: &Json) -> Bytes {
+fn json_bytes(json: &Json) -> ValueBytes {
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, &json_to_value(json)).unwrap();
-    Bytes::from(bytes)
+    ValueBytes::from(bytes)
 }
 
 fn number(value: &Value) -> Option<f64> {

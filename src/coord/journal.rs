@@ -38,11 +38,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use compact_str::CompactString;
 
 use crate::limits::{JOURNAL_BYTES_PER_SHARD_MAX, JOURNAL_EVENTS_PER_SHARD_MAX};
-use crate::model::Timestamp;
+use crate::model::{Timestamp, ValueBytes};
 use crate::protocol::{JournalEvent, JournalEventType};
 use crate::shard::{Change, ChangeEvent, ConnId};
 
@@ -68,8 +67,8 @@ pub struct JournalDraft {
     pub event_type: JournalEventType,
     pub map: Arc<str>,
     pub key: CompactString,
-    pub value: Option<Bytes>,
-    pub previous_value: Option<Bytes>,
+    pub value: Option<ValueBytes>,
+    pub previous_value: Option<ValueBytes>,
     pub timestamp: Timestamp,
 }
 
@@ -146,8 +145,8 @@ fn event_bytes(entry: &JournalEntry) -> usize {
     FIXED_BYTES
         + draft.key.len()
         + draft.timestamp.node_id.len()
-        + draft.value.as_ref().map_or(0, Bytes::len)
-        + draft.previous_value.as_ref().map_or(0, Bytes::len)
+        + draft.value.as_ref().map_or(0, |value| value.len())
+        + draft.previous_value.as_ref().map_or(0, |value| value.len())
 }
 
 impl Journal {
@@ -315,7 +314,7 @@ mod tests {
             event_type: JournalEventType::Put,
             map: Arc::from(map),
             key: key.into(),
-            value: Some(Bytes::from_static(&[0x01])),
+            value: Some(ValueBytes::from(&[0x01][..])),
             previous_value: None,
             timestamp: Timestamp::new(1, 0, "n"),
         }
@@ -465,10 +464,10 @@ mod tests {
     #[test]
     fn drafts_follow_the_decisions() {
         let ts = |millis| Timestamp::new(millis, 0, "c");
-        let live = LwwRecord { value: Some(Bytes::from_static(&[0x05])), timestamp: ts(1), ttl_ms: None };
+        let live = LwwRecord { value: Some(ValueBytes::from(&[0x05][..])), timestamp: ts(1), ttl_ms: None };
         let tombstone = LwwRecord { value: None, timestamp: ts(1), ttl_ms: None };
-        let expired = LwwRecord { value: Some(Bytes::from_static(&[0x05])), timestamp: ts(1), ttl_ms: Some(1) };
-        let put = LwwRecord { value: Some(Bytes::from_static(&[0x06])), timestamp: ts(2), ttl_ms: None };
+        let expired = LwwRecord { value: Some(ValueBytes::from(&[0x05][..])), timestamp: ts(1), ttl_ms: Some(1) };
+        let put = LwwRecord { value: Some(ValueBytes::from(&[0x06][..])), timestamp: ts(2), ttl_ms: None };
         let event = |change, previous| ChangeEvent { map: Arc::from("m"), key: "k".into(), change, previous };
         let over = |previous| draft_of(event(Change::Put(put.clone()), previous), 100, "n");
         assert_eq!(over(None).event_type, JournalEventType::Put);

@@ -153,13 +153,13 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use bytes::Bytes;
+    use crate::model::ValueBytes;
 
     use crate::crdt::test_prng::Prng;
 
     fn put(millis: u64, counter: u32, node_id: &str, value: &str) -> LwwRecord {
         LwwRecord {
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            value: Some(ValueBytes::from(value.as_bytes())),
             timestamp: Timestamp::new(millis, counter, node_id),
             ttl_ms: None,
         }
@@ -264,7 +264,7 @@ mod tests {
         let fingerprint = crate::hash::fnv1a_utf16(&identity);
         let value = match fingerprint % 4 {
             0 => None,
-            _ => Some(Bytes::from(identity)),
+            _ => Some(ValueBytes::from(identity.as_bytes())),
         };
         let ttl_ms = match fingerprint % 5 {
             0 => Some(u64::from(fingerprint % 10) + 1),

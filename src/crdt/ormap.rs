@@ -7,7 +7,6 @@
 //! does not track. Merkle hashing of entries is `hash::or_entry_hash` over [`OrMap::records`].
 
 use ahash::{AHashMap, AHashSet};
-use bytes::Bytes;
 
 use crate::model::OrRecord;
 use crate::table::GrowingMap;
@@ -156,7 +155,11 @@ impl OrMap {
     }
 
     /// The key's visible values at `now_ms`.
-    pub fn live_values<'a>(&'a self, key: &str, now_ms: u64) -> impl Iterator<Item = &'a Bytes> + 'a {
+    pub fn live_values<'a>(
+        &'a self,
+        key: &str,
+        now_ms: u64,
+    ) -> impl Iterator<Item = &'a crate::model::ValueBytes> + 'a {
         self.live_records(key, now_ms).map(|record| &record.value)
     }
 
@@ -231,11 +234,11 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use crate::crdt::test_prng::Prng;
-    use crate::model::Timestamp;
+    use crate::model::{Timestamp, ValueBytes};
 
     fn record(tag: &str, millis: u64, value: &str) -> OrRecord {
         OrRecord {
-            value: Bytes::copy_from_slice(value.as_bytes()),
+            value: ValueBytes::from(value.as_bytes()),
             timestamp: Timestamp::new(millis, 0, "client"),
             tag: tag.to_string(),
             ttl_ms: None,
@@ -377,7 +380,7 @@ mod tests {
             0 => Some(5),
             _ => None,
         };
-        Op::Add(key, OrRecord { value: Bytes::from(identity), timestamp, tag, ttl_ms })
+        Op::Add(key, OrRecord { value: ValueBytes::from(identity.as_bytes()), timestamp, tag, ttl_ms })
     }
 
     fn apply(map: &mut OrMap, op: &Op) -> OrChange {

@@ -323,7 +323,7 @@ async fn run_queries(
             .map(|(_, value)| {
                 let mut bytes = Vec::new();
                 rmpv::encode::write_value(&mut bytes, &value).expect("writing to a Vec cannot fail");
-                bytes::Bytes::from(bytes)
+                crate::model::ValueBytes::from(bytes)
             })
             .collect();
         results.push(HttpQueryResult {

@@ -199,7 +199,7 @@ mod tests {
             Arc::clone(&cursor),
         );
         index.register(sub(3), Arc::clone(&map), query(Value::Map(vec![])), Arc::clone(&cursor));
-        let bytes = ValueBytes::from_static(b"\x81");
+        let bytes = ValueBytes::from(&b"\x81"[..]);
         let mut changes = Vec::new();
         index.evaluate("tasks", "t1", None, Some((&row("open"), &bytes)), &mut changes);
         let subs: Vec<u64> = changes.iter().map(|(sub, _)| sub.local).collect();

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use rmpv::Value;
 use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 
@@ -36,11 +35,11 @@ struct Owner {
     changes: VecDeque<(u64, LiveChange)>,
 }
 
-fn value(number: u64, group: &str) -> Bytes {
+fn value(number: u64, group: &str) -> crate::model::ValueBytes {
     let mut out = Vec::new();
     let value = Value::Map(vec![(Value::from("n"), Value::from(number)), (Value::from("g"), Value::from(group))]);
     rmpv::encode::write_value(&mut out, &value).unwrap();
-    Bytes::from(out)
+    crate::model::ValueBytes::from(out)
 }
 
 fn queries() -> Vec<Value> {

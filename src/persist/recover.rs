@@ -14,7 +14,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bytes::Bytes;
 use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 use shardgrid_storage::compaction::SegmentTable;
 use shardgrid_storage::format::{SegmentHeader, SEGMENT_BYTES_ALIGN};
@@ -24,7 +23,7 @@ use shardgrid_storage::{LogConfig, LogRecovery, RecordKind, RecordView, SegmentI
 use super::keys::KeyIndex;
 use super::{shard_dir, sync_dir, Sources, StorageError, StoragePlan};
 use crate::limits::LOG_FLUSH_BYTES;
-use crate::model::{LwwRecord, OrRecord, Timestamp};
+use crate::model::{LwwRecord, OrRecord, Timestamp, ValueBytes};
 use crate::shard::{Change, ShardData};
 
 /// A shard's log, recovered and ready to append to.
@@ -330,7 +329,7 @@ pub fn replay(
     let hash = keys.hash(record.kind, body.map(), body.key(), body.tag());
     match record.kind {
         RecordKind::LwwPut => {
-            let value = Some(Bytes::copy_from_slice(body.value()));
+            let value = Some(ValueBytes::from(body.value()));
             let current = data.install(
                 body.map(),
                 body.key(),
@@ -350,7 +349,7 @@ pub fn replay(
             keys.record(table, hash, segment, framed, Some(millis), current);
         }
         RecordKind::OrAdd => {
-            let value = Bytes::copy_from_slice(body.value());
+            let value = ValueBytes::from(body.value());
             let record = OrRecord { value, timestamp, tag: body.tag().to_string(), ttl_ms: body.ttl_ms() };
             let current = data.install(body.map(), body.key(), Change::OrAdd(record), wall_ms);
             keys.record(table, hash, segment, framed, None, current);

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use bytes::Bytes;
 use compact_str::CompactString;
 
 use super::message_type::{Direction, MessageType};
@@ -577,7 +576,7 @@ fn decode_body(
             let payload = message.map("payload")?;
             let data = match payload.present("data") {
                 Some(raw) => value_bytes(raw),
-                None => Bytes::from_static(NIL_BYTES),
+                None => ValueBytes::from(NIL_BYTES),
             };
             ClientMessage::TopicPub { topic: payload.req("topic", string)?, data }
         }
@@ -845,7 +844,7 @@ impl<'a, 'p> Fields<'a, 'p> {
 const NIL_BYTES: &[u8] = &[0xc0];
 
 fn value_bytes(raw: Raw<'_>) -> ValueBytes {
-    Bytes::copy_from_slice(raw.bytes())
+    ValueBytes::from(raw.bytes())
 }
 
 /// A string borrowed from the frame, for fields that are only compared.
@@ -1205,8 +1204,8 @@ mod tests {
         op(extra).unwrap().kind
     }
 
-    fn bytes_of(value: &Value) -> Bytes {
-        Bytes::from(frame(value))
+    fn bytes_of(value: &Value) -> ValueBytes {
+        ValueBytes::from(frame(value))
     }
 
     fn lww(value: Value, timestamp: Value) -> Value {

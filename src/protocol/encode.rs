@@ -1122,7 +1122,7 @@ mod tests {
     fn value_bytes(value: &Value) -> ValueBytes {
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, value).unwrap();
-        Bytes::from(bytes)
+        ValueBytes::from(bytes)
     }
 
     fn keys(map: &Value) -> Vec<&str> {
@@ -1219,7 +1219,7 @@ mod tests {
         let message = ServerMessage::QueryUpdate {
             query_id: "q".into(),
             key: "k".into(),
-            value: Some(Bytes::from_static(map16)),
+            value: Some(ValueBytes::from(map16)),
             change_type: ChangeType::Enter,
         };
         let bytes = encoded(&message);

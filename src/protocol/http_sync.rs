@@ -250,7 +250,6 @@ pub fn encode_http_sync_response(response: &HttpSyncResponse, out: &mut Vec<u8>)
 mod tests {
     use super::*;
     use crate::protocol::OpKind;
-    use bytes::Bytes;
     use rmpv::Value;
 
     fn map(entries: Vec<(&str, Value)>) -> Value {
@@ -331,7 +330,7 @@ mod tests {
     /// `eventType` from the record (tombstone = REMOVE).
     #[test]
     fn encodes_responses() {
-        let value = Bytes::from(bytes(&Value::from("v")));
+        let value = crate::model::ValueBytes::from(bytes(&Value::from("v")));
         let response = HttpSyncResponse {
             server_hlc: Timestamp::new(20, 1, "node"),
             ack: Some(HttpSyncAck { last_id: "4".into(), results: vec![] }),

@@ -9,13 +9,12 @@
 //! bytes. So every refusal and its error text stay the general decoder's. The fuzz property
 //! `decode_message` checks the two agree on every input it sees.
 
-use bytes::Bytes;
 use compact_str::CompactString;
 
 use super::decode::{ClientMessage, ClientOp, OpKind};
 use super::scan::{read_item_head, u64_of};
 use super::DecodeLimits;
-use crate::model::{LwwRecord, Timestamp, WriteConcern};
+use crate::model::{LwwRecord, Timestamp, ValueBytes, WriteConcern};
 
 /// Nesting this decoder steps through itself, recursively; anything deeper is left to the
 /// general decoder's iterative scan. Write frames nest 6 deep before their values.
@@ -288,7 +287,7 @@ fn lww_record(reader: &mut Reader<'_>, depth: usize) -> Option<LwwRecord> {
         Some(())
     })?;
     let value = value?;
-    Some(LwwRecord { value: (value != [0xc0]).then(|| Bytes::copy_from_slice(value)), timestamp: stamp?, ttl_ms })
+    Some(LwwRecord { value: (value != [0xc0]).then(|| ValueBytes::from(value)), timestamp: stamp?, ttl_ms })
 }
 
 /// A `Timestamp`, a map at nesting level `depth`.

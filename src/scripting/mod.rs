@@ -59,7 +59,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use bytes::Bytes;
 
 use crate::limits::{
     CLOCK_DRIFT_MS_MAX, KEY_BYTES_MAX, PROCESSOR_CODE_CHARS_MAX, RESOLVER_CODE_CHARS_MAX,
@@ -280,7 +279,7 @@ impl Resolving<'_> {
             Verdict::Accept => data.apply(op, wall_ms),
             Verdict::Reject(reason) => {
                 let rejection = MergeRejection {
-                    attempted_value: record.value.clone().unwrap_or_else(|| Bytes::from_static(NIL_BYTES)),
+                    attempted_value: record.value.clone().unwrap_or_else(|| ValueBytes::from(NIL_BYTES)),
                     reason,
                     timestamp: record.timestamp.clone(),
                     map_name: op.map_name,

@@ -34,7 +34,6 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rquickjs::context::intrinsic;
 use rquickjs::{Context, Ctx, Function, Object, Runtime, Value};
 
@@ -225,7 +224,7 @@ impl Sandbox {
                 if value.is_undefined() || value.is_null() {
                     ProcessorWrite::Delete
                 } else {
-                    ProcessorWrite::Put(Bytes::from(convert::encode(&convert::from_js(
+                    ProcessorWrite::Put(ValueBytes::from(convert::encode(&convert::from_js(
                         &value,
                         "value",
                         &mut budget_bytes,
@@ -238,7 +237,7 @@ impl Sandbox {
             let result = if result.is_undefined() {
                 None
             } else {
-                Some(Bytes::from(convert::encode(&convert::from_js(&result, "result", &mut budget_bytes)?)))
+                Some(ValueBytes::from(convert::encode(&convert::from_js(&result, "result", &mut budget_bytes)?)))
             };
             Ok(ProcessorOutcome { write, result })
         })
@@ -298,7 +297,7 @@ impl Sandbox {
                     }
                     let mut budget_bytes = limits.memory_bytes;
                     let merged = convert::from_js(&value, "merged value", &mut budget_bytes)?;
-                    Ok(Resolution::Merge { value: Some(Bytes::from(convert::encode(&merged))) })
+                    Ok(Resolution::Merge { value: Some(ValueBytes::from(convert::encode(&merged))) })
                 }
                 other => Err(Stop::Refused(ScriptError::BadReturn(format!(
                     "unknown resolver action {:?} (expected accept, reject, merge or local)",

@@ -16,7 +16,7 @@ fn limits() -> Limits {
 }
 
 fn pack(value: Msgpack) -> ValueBytes {
-    Bytes::from(convert::encode(&value))
+    ValueBytes::from(convert::encode(&value))
 }
 
 fn unpack(bytes: &[u8]) -> Msgpack {

@@ -46,7 +46,7 @@ impl LiveSearch {
             }
             SearchChange::Gone { key } => self.keys.remove(&key).then(|| SearchUpdate {
                 change_type: ChangeType::Leave,
-                hit: Hit { key, score: 0.0, matched_terms: Vec::new(), value: crate::model::ValueBytes::new() },
+                hit: Hit { key, score: 0.0, matched_terms: Vec::new(), value: crate::model::ValueBytes::from(&[][..]) },
             }),
         }
     }

@@ -19,10 +19,10 @@ fn wire_cursor_status(status: query::CursorStatus) -> CursorStatus {
     }
 }
 
-fn encode_value(value: &rmpv::Value) -> bytes::Bytes {
+fn encode_value(value: &rmpv::Value) -> crate::model::ValueBytes {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, value).expect("writing to a Vec cannot fail");
-    bytes::Bytes::from(out)
+    crate::model::ValueBytes::from(out)
 }
 
 impl Session {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use shardgrid_shards::{PartitionId, PartitionTable, ShardId};
 
 use super::{OpOutcome, ShardData};
@@ -17,11 +16,11 @@ use crate::query::Query;
 
 const WALL_MS: u64 = 1_700_000_000_000;
 
-fn value_bytes(number: u64) -> Bytes {
+fn value_bytes(number: u64) -> crate::model::ValueBytes {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, &rmpv::Value::Map(vec![(rmpv::Value::from("n"), rmpv::Value::from(number))]))
         .unwrap();
-    Bytes::from(out)
+    crate::model::ValueBytes::from(out)
 }
 
 /// A random LWW put or remove from one of a few client clocks.

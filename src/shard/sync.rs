@@ -636,8 +636,6 @@ mod tests {
 
     use std::collections::{BTreeMap, BTreeSet};
 
-    use bytes::Bytes;
-
     use crate::crdt::test_prng::Prng;
     use crate::hash::{lww_item_hash, partition_of};
     use crate::merkle::{add_leaves, children, root_hash, LEAF_COUNT};
@@ -693,7 +691,7 @@ mod tests {
 
     fn lww(value: Option<&str>, millis: u64, node: &str) -> LwwRecord {
         LwwRecord {
-            value: value.map(|text| Bytes::copy_from_slice(text.as_bytes())),
+            value: value.map(|text| crate::model::ValueBytes::from(text.as_bytes())),
             timestamp: Timestamp::new(millis, 0, node),
             ttl_ms: None,
         }
@@ -702,7 +700,12 @@ mod tests {
     fn or_record(tag: &str, value: &str, millis: u64) -> OrRecord {
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &rmpv::Value::from(value)).unwrap();
-        OrRecord { value: Bytes::from(bytes), timestamp: Timestamp::new(millis, 0, "c"), tag: tag.into(), ttl_ms: None }
+        OrRecord {
+            value: crate::model::ValueBytes::from(bytes),
+            timestamp: Timestamp::new(millis, 0, "c"),
+            tag: tag.into(),
+            ttl_ms: None,
+        }
     }
 
     /// Two shards splitting the key space by partition, as the node does.

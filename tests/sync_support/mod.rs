@@ -8,10 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use rmpv::Value;
 use shardgrid::hash::{combine, fnv1a_utf16, lww_item_hash, mix, or_entry_hash};
-use shardgrid::model::{OrRecord, Timestamp};
+use shardgrid::model::{OrRecord, Timestamp, ValueBytes};
 use tungstenite::Message;
 
 use crate::common::{get, map, msg, msg_payload, s, type_of, Client};
@@ -96,10 +95,10 @@ pub fn timestamp_value(timestamp: &Timestamp) -> Value {
     ])
 }
 
-pub fn encode_value(value: &Value) -> Bytes {
+pub fn encode_value(value: &Value) -> ValueBytes {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, value).unwrap();
-    Bytes::from(out)
+    ValueBytes::from(out)
 }
 
 /// A WebSocket client whose traffic is counted, in bytes of message payload each way.
