@@ -222,50 +222,46 @@ impl<Req: Send + 'static, Rep: Send + 'static, H: MeshHandler<Req, Rep>> Mesh<Re
     pub fn serve(self: &Rc<Self>, handler: Rc<H>) {
         assert!(self.handler.set(handler).is_ok(), "serve is called once");
         let receivers = self.receivers.borrow_mut().take().expect("serve is called once");
-        for (peer, stream) in receivers.events.into_iter().enumerate() {
-            let Some(stream) = stream else { continue };
-            let mesh = Rc::clone(self);
-            let from = ShardId(peer as u16);
-            glommio::spawn_local(async move {
-                while let Some(envelope) = stream.recv().await {
-                    mesh.bump(|stats| stats.hops_received += 1);
-                    let Envelope::Tell(event) = envelope else { unreachable!("only notify sends events") };
-                    let handler = Rc::clone(mesh.handler.get().expect("handler installed"));
-                    finish_event(from, std::pin::pin!(handler.handle(from, event))).await;
-                }
-            })
-            .detach();
-        }
-        for (peer, stream) in receivers.requests.into_iter().enumerate() {
-            let Some(stream) = stream else { continue };
-            let mesh = Rc::clone(self);
-            let from = ShardId(peer as u16);
-            glommio::spawn_local(async move {
-                while let Some(envelope) = stream.recv().await {
-                    mesh.bump(|stats| stats.hops_received += 1);
-                    let handler = Rc::clone(mesh.handler.get().expect("handler installed"));
-                    match envelope {
-                        Envelope::Call { call_id, request } => {
-                            let reply = handler.handle(from, request).await.expect("a call gets a reply");
-                            let replies = mesh.replies[from.index()].as_ref().expect("a queue to every peer");
-                            if replies.send((call_id, reply)).await.is_err() {
-                                break; // The caller's shard is gone: shutting down.
-                            }
-                        }
-                        Envelope::Tell(request) => {
-                            let _ = handler.handle(from, request).await;
-                        }
-                    }
-                }
-            })
-            .detach();
-        }
+        self.serve_envelopes(receivers.events, Lane::Events);
+        self.serve_envelopes(receivers.requests, Lane::Requests);
         for stream in receivers.replies.into_iter().flatten() {
             let mesh = Rc::clone(self);
             glommio::spawn_local(async move {
                 while let Some((call_id, reply)) = stream.recv().await {
                     mesh.bump(|stats| stats.replies_received += 1);
                     mesh.pending.borrow_mut().complete(call_id, reply);
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Starts one receiver task per peer for the requests or the events it sends us.
+    fn serve_envelopes(self: &Rc<Self>, streams: Vec<Option<ConnectedReceiver<Envelope<Req>>>>, lane: Lane) {
+        for (peer, stream) in streams.into_iter().enumerate() {
+            let Some(stream) = stream else { continue };
+            let mesh = Rc::clone(self);
+            let from = ShardId(peer as u16);
+            glommio::spawn_local(async move {
+                while let Some(envelope) = stream.recv().await {
+                    mesh.bump(|stats| stats.hops_received += 1);
+                    let handler = Rc::clone(mesh.handler.get().expect("handler installed"));
+                    match (lane, envelope) {
+                        (Lane::Events, Envelope::Tell(event)) => {
+                            finish_event(from, std::pin::pin!(handler.handle(from, event))).await;
+                        }
+                        (Lane::Events, Envelope::Call { .. }) => unreachable!("only notify sends events"),
+                        (Lane::Requests, Envelope::Call { call_id, request }) => {
+                            let reply = handler.handle(from, request).await.expect("a call gets a reply");
+                            let replies = mesh.replies[from.index()].as_ref().expect("a queue to every peer");
+                            if replies.send((call_id, reply)).await.is_err() {
+                                break; // The caller's shard is gone: shutting down.
+                            }
+                        }
+                        (Lane::Requests, Envelope::Tell(request)) => {
+                            let _ = handler.handle(from, request).await;
+                        }
+                    }
                 }
             })
             .detach();

@@ -83,22 +83,8 @@ const CALLS: u64 = 2_000;
 // callers per shard.
 #[test]
 fn calls_both_ways_through_tiny_queues() {
-    let available = shardgrid_shards::cores::available_cpus();
-    let cpus =
-        if available.len() >= 2 { format!("{},{}", available[0], available[1]) } else { available[0].to_string() };
-    let cores = CoreSet::parse_list(&cpus, &available).unwrap();
+    let Some(config) = two_shards() else { return };
     let shard_count = 2;
-    if cores.shard_count() < 2 {
-        eprintln!("skipped: the mesh test needs two CPUs and this process may use only one");
-        return;
-    }
-    let config = RuntimeConfig {
-        cores,
-        io_memory_bytes: 256 * 1024,
-        ring_depth: 64,
-        spin_before_park: None,
-        preempt_timer: std::time::Duration::from_millis(100),
-    };
     let ends = MeshBuilder::new::<Request, Vec<u64>>(shard_count, 2);
     run_shards(&config, &Shutdown::new(), ends, |context, ends| async move {
         let mesh = ends.join::<Handler>().await;
