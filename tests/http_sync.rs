@@ -73,36 +73,10 @@ fn apply_delta(reply: &Value, replica: &mut BTreeMap<String, (Value, Timestamp)>
     (get(delta, "serverSyncTimestamp").clone(), records.len())
 }
 
-fn put(id: usize, map_name: &str, key: &str, value: Value, timestamp: &Timestamp) -> Value {
-    map(vec![
-        ("id", s(&id.to_string())),
-        ("mapName", s(map_name)),
-        ("opType", s("PUT")),
-        ("key", s(key)),
-        ("record", map(vec![("value", value), ("timestamp", timestamp_value(timestamp))])),
-    ])
-}
-
-fn remove(id: usize, map_name: &str, key: &str, timestamp: &Timestamp) -> Value {
-    map(vec![
-        ("id", s(&id.to_string())),
-        ("mapName", s(map_name)),
-        ("opType", s("REMOVE")),
-        ("key", s(key)),
-        ("record", map(vec![("value", Value::Nil), ("timestamp", timestamp_value(timestamp))])),
-    ])
-}
-
 fn write(client: &mut Client, ops: Vec<Value>) {
     for batch in ops.chunks(10_000) {
         client.send(&op_batch(batch.to_vec()));
         client.recv_type("OP_ACK");
-    }
-}
-
-fn model_merge(model: &mut BTreeMap<String, (Value, Timestamp)>, key: &str, value: Value, timestamp: Timestamp) {
-    if model.get(key).is_none_or(|(_, current)| *current < timestamp) {
-        model.insert(key.to_string(), (value, timestamp));
     }
 }
 

@@ -17,26 +17,6 @@ use sync_support::*;
 
 const OPS_PER_BATCH: usize = 10_000;
 
-fn put(id: usize, map_name: &str, key: &str, value: Value, timestamp: &Timestamp) -> Value {
-    map(vec![
-        ("id", s(&id.to_string())),
-        ("mapName", s(map_name)),
-        ("opType", s("PUT")),
-        ("key", s(key)),
-        ("record", map(vec![("value", value), ("timestamp", timestamp_value(timestamp))])),
-    ])
-}
-
-fn remove(id: usize, map_name: &str, key: &str, timestamp: &Timestamp) -> Value {
-    map(vec![
-        ("id", s(&id.to_string())),
-        ("mapName", s(map_name)),
-        ("opType", s("REMOVE")),
-        ("key", s(key)),
-        ("record", map(vec![("value", Value::Nil), ("timestamp", timestamp_value(timestamp))])),
-    ])
-}
-
 fn or_add(id: usize, map_name: &str, key: &str, record: &OrRecord) -> Value {
     map(vec![
         ("id", s(&id.to_string())),
@@ -91,13 +71,6 @@ fn value(text: &str) -> Value {
 fn assert_on_both_shards<'a>(keys: impl IntoIterator<Item = &'a String>) {
     let partitions: BTreeSet<u16> = keys.into_iter().map(|key| partition_of(key)).collect();
     assert!(partitions.first().unwrap() < &100 && partitions.last().unwrap() > &171, "keys on both shards");
-}
-
-/// The LWW rule applied to a model of the server's map.
-fn model_merge(model: &mut BTreeMap<String, (Value, Timestamp)>, key: &str, value: Value, timestamp: Timestamp) {
-    if model.get(key).is_none_or(|(_, current)| *current < timestamp) {
-        model.insert(key.to_string(), (value, timestamp));
-    }
 }
 
 #[test]

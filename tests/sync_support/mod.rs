@@ -76,6 +76,35 @@ impl ClientTree {
 }
 
 /// Reads a wire timestamp (`millis` may be any integer or a float).
+/// An LWW `PUT` op of the stock client's op log.
+pub fn put(id: usize, map_name: &str, key: &str, value: Value, timestamp: &Timestamp) -> Value {
+    map(vec![
+        ("id", s(&id.to_string())),
+        ("mapName", s(map_name)),
+        ("opType", s("PUT")),
+        ("key", s(key)),
+        ("record", map(vec![("value", value), ("timestamp", timestamp_value(timestamp))])),
+    ])
+}
+
+/// An LWW `REMOVE` op: a tombstone record.
+pub fn remove(id: usize, map_name: &str, key: &str, timestamp: &Timestamp) -> Value {
+    map(vec![
+        ("id", s(&id.to_string())),
+        ("mapName", s(map_name)),
+        ("opType", s("REMOVE")),
+        ("key", s(key)),
+        ("record", map(vec![("value", Value::Nil), ("timestamp", timestamp_value(timestamp))])),
+    ])
+}
+
+/// The LWW rule applied to a model of the server's map.
+pub fn model_merge(model: &mut BTreeMap<String, (Value, Timestamp)>, key: &str, value: Value, timestamp: Timestamp) {
+    if model.get(key).is_none_or(|(_, current)| *current < timestamp) {
+        model.insert(key.to_string(), (value, timestamp));
+    }
+}
+
 pub fn timestamp_of(value: &Value) -> Timestamp {
     let number = |field: &str| {
         let value = get(value, field);
