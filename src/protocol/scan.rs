@@ -122,6 +122,7 @@ pub(crate) fn value_len(bytes: &[u8], depth_max: usize) -> Result<usize, ScanErr
 
 /// Consumes one item's marker, length and, for scalars, strings, binaries and extensions,
 /// its payload. Returns the number of children of a map or array, whose children follow.
+#[inline]
 pub(super) fn read_item_head(rest: &mut &[u8], offset: usize) -> Result<Option<u64>, ScanError> {
     let truncated = ScanError::Truncated { offset };
     let Some(&first) = rest.first() else {

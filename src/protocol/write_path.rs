@@ -74,38 +74,9 @@ impl<'a> Reader<'a> {
     /// bytes.
     fn value(&mut self, depth: usize) -> Option<&'a [u8]> {
         let start = self.position;
-        let first = *self.bytes.get(start)?;
-        // The formats a write frame is mostly made of, whose length the marker gives;
-        // `read_item_head` takes the others.
-        let children = match first {
-            // positive and negative fixint, nil, false, true
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => {
-                self.position = start + 1;
-                None
-            }
-            0xa0..=0xbf => {
-                let end = start + 1 + usize::from(first & 0x1f);
-                if end > self.bytes.len() {
-                    return None;
-                }
-                self.position = end;
-                None
-            }
-            0x80..=0x8f => {
-                self.position = start + 1;
-                Some(2 * u64::from(first & 0x0f))
-            }
-            0x90..=0x9f => {
-                self.position = start + 1;
-                Some(u64::from(first & 0x0f))
-            }
-            _ => {
-                let mut rest = self.rest();
-                let children = read_item_head(&mut rest, start).ok()?;
-                self.advance_to(rest);
-                children
-            }
-        };
+        let mut rest = self.rest();
+        let children = read_item_head(&mut rest, start).ok()?;
+        self.advance_to(rest);
         if let Some(children) = children {
             if depth > self.depth_max {
                 return None;
