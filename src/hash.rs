@@ -46,20 +46,16 @@ impl Fnv1a {
 
     /// Feeds the UTF-16 code units of `text`, as JavaScript's `charCodeAt` would see them.
     pub fn write_text(&mut self, text: &str) {
-        let mut state = self.state;
         if text.is_ascii() {
             // Keys, numbers and node ids are mostly ASCII, whose bytes are their code units.
-            for &byte in text.as_bytes() {
-                state ^= u32::from(byte);
-                state = state.wrapping_mul(FNV_PRIME);
-            }
+            self.write_units(text.bytes().map(u32::from));
         } else {
-            for unit in text.encode_utf16() {
-                state ^= u32::from(unit);
-                state = state.wrapping_mul(FNV_PRIME);
-            }
+            self.write_units(text.encode_utf16().map(u32::from));
         }
-        self.state = state;
+    }
+
+    fn write_units(&mut self, units: impl Iterator<Item = u32>) {
+        self.state = units.fold(self.state, |state, unit| (state ^ unit).wrapping_mul(FNV_PRIME));
     }
 
     pub fn finish(&self) -> u32 {
