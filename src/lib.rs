@@ -2,6 +2,8 @@
 //! protocol. See ARCHITECTURE.md for the code map.
 
 pub mod acl;
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod auth;
 pub mod cli;
 pub mod coord;

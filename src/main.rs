@@ -7,7 +7,7 @@ use clap::Parser;
 /// serves under the owning arena's lock. Measured in tuning.md, Allocator.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: shardgrid::allocator::Mimalloc = shardgrid::allocator::Mimalloc;
 
 fn main() {
     tracing_subscriber::fmt()
