@@ -5,6 +5,8 @@
 //! where the wall time comes from, what a caller does with a rejected remote timestamp
 //! (`OP_REJECTED`, DECISIONS.md §1.8), and the wire form of a timestamp.
 
+use compact_str::CompactString;
+
 use crate::model::Timestamp;
 
 /// How far ahead of the local wall clock a remote timestamp may be before it is rejected
@@ -28,7 +30,8 @@ pub struct ClockDrift {
 /// before and than every remote timestamp it accepted in `update`, whatever the wall clock does.
 #[derive(Clone, Debug)]
 pub struct Hlc {
-    node_id: String,
+    /// Inline up to 24 bytes, so a timestamp takes a copy without allocating.
+    node_id: CompactString,
     last_millis: u64,
     last_counter: u32,
     max_drift_ms: u64,
@@ -41,7 +44,7 @@ impl Hlc {
     }
 
     pub fn with_max_drift(node_id: impl Into<String>, max_drift_ms: u64) -> Hlc {
-        let node_id = node_id.into();
+        let node_id = CompactString::from(node_id.into());
         // The string form `millis:counter:nodeId` is split on ':' by every reader of OR tags;
         // the node id is validated when the server is configured.
         assert!(!node_id.contains(':'), "node id {node_id:?} contains ':'");
@@ -63,13 +66,19 @@ impl Hlc {
 
     /// Ticks the clock for a local event or a send and returns the new timestamp.
     pub fn now(&mut self, wall_ms: u64) -> Timestamp {
+        let (millis, counter) = self.tick(wall_ms);
+        Timestamp::new(millis, counter, self.node_id.clone())
+    }
+
+    /// `now` without the node id: the new timestamp's millis and counter.
+    pub fn tick(&mut self, wall_ms: u64) -> (u64, u32) {
         if wall_ms > self.last_millis {
             self.last_millis = wall_ms;
             self.last_counter = 0;
         } else {
             (self.last_millis, self.last_counter) = successor(self.last_millis, self.last_counter);
         }
-        Timestamp::new(self.last_millis, self.last_counter, self.node_id.clone())
+        (self.last_millis, self.last_counter)
     }
 
     /// Moves the clock past a received timestamp. A remote timestamp more than the max drift

@@ -413,8 +413,8 @@ impl SyncIndexes {
     }
 
     fn tick(&mut self, wall_ms: u64) -> Arrival {
-        let stamp = self.arrival_clock.now(wall_ms);
-        Arrival { millis: stamp.millis, counter: stamp.counter }
+        let (millis, counter) = self.arrival_clock.tick(wall_ms);
+        Arrival { millis, counter }
     }
 
     fn lww_index(&mut self, map: &Arc<str>) -> &mut LwwIndex {
