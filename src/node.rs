@@ -487,7 +487,7 @@ impl Node {
         let apply_started = Instant::now();
         let now = wall_ms();
         let mut outcomes = Vec::with_capacity(ops.len());
-        let mut events: Vec<ChangeEvent> = Vec::new();
+        let mut events: Vec<ChangeEvent> = Vec::with_capacity(ops.len());
         {
             let mut data = self.data.borrow_mut();
             // Conflicting writes to maps with resolvers consult them (`scripting`) here, in the
@@ -560,9 +560,12 @@ impl Node {
         seq: u64,
         now_ms: u64,
     ) -> Vec<(ShardId, Hop)> {
-        let mut per_shard: Vec<Vec<(Arc<str>, Bytes)>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
-        let mut changes_per_shard: Vec<Vec<SubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
-        let mut search_per_shard: Vec<Vec<SearchSubChange>> = (0..self.shard_count()).map(|_| Vec::new()).collect();
+        // Filled in (one list per shard) only once something goes to some shard: a write
+        // nobody else watches allocates nothing here.
+        let mut per_shard: Vec<Vec<(Arc<str>, Bytes)>> = Vec::new();
+        let mut changes_per_shard: Vec<Vec<SubChange>> = Vec::new();
+        let mut search_per_shard: Vec<Vec<SearchSubChange>> = Vec::new();
+        let shard_count = self.shard_count();
         {
             let index = self.index.borrow();
             let mut live_changes = Vec::new();
@@ -570,7 +573,12 @@ impl Node {
                 evaluate_event(&index, event, now_ms, &mut live_changes);
             }
             for (sub, change) in live_changes {
-                changes_per_shard[sub.shard.index()].push(SubChange { sub, seq, owner: self.shard, change });
+                per_shard_list(&mut changes_per_shard, shard_count, sub.shard).push(SubChange {
+                    sub,
+                    seq,
+                    owner: self.shard,
+                    change,
+                });
             }
             let searches = self.search_subs.borrow();
             let mut search_changes = Vec::new();
@@ -587,7 +595,12 @@ impl Node {
                 );
             }
             for (sub, change) in search_changes {
-                search_per_shard[sub.shard.index()].push(SearchSubChange { sub, seq, owner: self.shard, change });
+                per_shard_list(&mut search_per_shard, shard_count, sub.shard).push(SearchSubChange {
+                    sub,
+                    seq,
+                    owner: self.shard,
+                    change,
+                });
             }
         }
         {
@@ -601,10 +614,16 @@ impl Node {
                 encode(&server_event_message(event), &mut buffer);
                 let frame = Bytes::copy_from_slice(&buffer);
                 for target in std::iter::once(first).chain(targets) {
-                    per_shard[target.index()].push((Arc::clone(&event.map), frame.clone()));
+                    per_shard_list(&mut per_shard, shard_count, *target).push((Arc::clone(&event.map), frame.clone()));
                 }
             }
         }
+        if per_shard.is_empty() && changes_per_shard.is_empty() && search_per_shard.is_empty() {
+            return Vec::new();
+        }
+        per_shard.resize_with(shard_count, Vec::new);
+        changes_per_shard.resize_with(shard_count, Vec::new);
+        search_per_shard.resize_with(shard_count, Vec::new);
         let deliveries = per_shard.into_iter().zip(changes_per_shard).zip(search_per_shard);
         deliveries
             .enumerate()
@@ -662,19 +681,22 @@ impl Node {
     ) -> (Vec<OpOutcome>, Result<(), Arc<str>>) {
         let op_count = ops.len();
         let shard_count = self.shard_count();
-        let mut parts: Vec<(Vec<usize>, Vec<ClientOp>)> = (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
-        let first_owner = ops.first().map(|op| self.owner_of(&op.key).index());
-        let one_owner =
-            |owner: &usize| shard_count == 1 || ops.iter().all(|op| self.owner_of(&op.key).index() == *owner);
+        let first_owner = ops.first().map(|op| self.owner_of(&op.key));
+        let one_owner = |owner: &ShardId| shard_count == 1 || ops.iter().all(|op| self.owner_of(&op.key) == *owner);
         if let Some(owner) = first_owner.filter(one_owner) {
-            // One owner (always, on one shard): the batch goes as it is.
-            parts[owner] = ((0..op_count).collect(), ops);
-        } else {
-            for (index, op) in ops.into_iter().enumerate() {
-                let owner = self.owner_of(&op.key).index();
-                parts[owner].0.push(index);
-                parts[owner].1.push(op);
-            }
+            // One owner (always, on one shard): the batch goes as it is and its outcomes come
+            // back in order.
+            let reply = self.mesh.call(owner, Hop::Apply { ops, writer, persist, writer_alone }).await;
+            let HopReply::Applied(outcomes, ticket) = reply else { unreachable!("Apply is answered with Applied") };
+            assert_eq!(outcomes.len(), op_count, "one outcome per op");
+            let durable = if persist { self.wait_durable(owner, ticket).await } else { Ok(()) };
+            return (outcomes, durable);
+        }
+        let mut parts: Vec<(Vec<usize>, Vec<ClientOp>)> = (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+        for (index, op) in ops.into_iter().enumerate() {
+            let owner = self.owner_of(&op.key).index();
+            parts[owner].0.push(index);
+            parts[owner].1.push(op);
         }
         let mut positions = Vec::new();
         let mut owners = Vec::new();
@@ -703,17 +725,22 @@ impl Node {
         let mut durable = Ok(());
         if persist {
             for (owner, ticket) in tickets {
-                let result = match ticket {
-                    Ticket::Ready => Ok(()),
-                    Ticket::Failed(reason) => Err(reason),
-                    Ticket::Wait(position) => self.durability.wait(owner, position).await,
-                };
-                if let Err(reason) = result {
+                if let Err(reason) = self.wait_durable(owner, ticket).await {
                     durable = Err(reason);
                 }
             }
         }
         (outcomes, durable)
+    }
+
+    /// Waits until `owner` reports the records behind `ticket` durable, or fails with the
+    /// reason it will not.
+    async fn wait_durable(&self, owner: ShardId, ticket: Ticket) -> Result<(), Arc<str>> {
+        match ticket {
+            Ticket::Ready => Ok(()),
+            Ticket::Failed(reason) => Err(reason),
+            Ticket::Wait(position) => self.durability.wait(owner, position).await,
+        }
     }
 
     /// Gathers the best rows of `map` for `query` from every shard, registering the live
@@ -1174,6 +1201,14 @@ impl Node {
 }
 
 /// The `SERVER_EVENT` for one change (DECISIONS §3.1: removes carry the tombstone record).
+/// `target`'s list in `lists` (one list per shard), creating the lists on first use.
+fn per_shard_list<T>(lists: &mut Vec<Vec<T>>, shard_count: usize, target: ShardId) -> &mut Vec<T> {
+    if lists.is_empty() {
+        lists.resize_with(shard_count, Vec::new);
+    }
+    &mut lists[target.index()]
+}
+
 fn server_event_message(event: &ChangeEvent) -> ServerMessage {
     let body = match &event.change {
         Change::Put(record) | Change::Remove(record) => ServerEventBody::Lww(record.clone()),

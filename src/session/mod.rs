@@ -257,9 +257,11 @@ impl Session {
     }
 
     /// Makes this connection interested in `map` (DECISIONS §3.1).
-    async fn add_interest(&mut self, map: &Arc<str>) {
-        if self.interested.insert(Arc::clone(map)) {
-            self.node.add_interest(map, self.conn).await;
+    async fn add_interest(&mut self, map: &str) {
+        if !self.interested.contains(map) {
+            let map: Arc<str> = Arc::from(map);
+            self.interested.insert(Arc::clone(&map));
+            self.node.add_interest(&map, self.conn).await;
         }
     }
 

@@ -56,23 +56,31 @@ impl Session {
             ops.iter_mut().map(|op| (op.id.take(), op.write_concern.or(batch_concern))).collect();
 
         let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
-        let mut routed = Vec::with_capacity(ops.len());
-        let mut routed_positions = Vec::with_capacity(ops.len());
-        for (position, op) in ops.into_iter().enumerate() {
-            match check_op(&op, self.node.config.max_value_bytes) {
-                Ok(()) => {
-                    routed_positions.push(position);
-                    routed.push(op);
+        let value_bytes_max = self.node.config.max_value_bytes;
+        // Usually every op passes its checks and the batch goes on as it came.
+        let (routed, routed_positions) = if ops.iter().all(|op| check_op(op, value_bytes_max).is_ok()) {
+            let positions: Vec<usize> = Vec::new();
+            (ops, positions)
+        } else {
+            let mut routed = Vec::with_capacity(ops.len());
+            let mut routed_positions = Vec::with_capacity(ops.len());
+            for (position, op) in ops.into_iter().enumerate() {
+                match check_op(&op, value_bytes_max) {
+                    Ok(()) => {
+                        routed_positions.push(position);
+                        routed.push(op);
+                    }
+                    Err((reason, code)) => outcomes[position] = Some(OpOutcome::Rejected { reason, code }),
                 }
-                Err((reason, code)) => outcomes[position] = Some(OpOutcome::Rejected { reason, code }),
             }
-        }
+            (routed, routed_positions)
+        };
         // A write makes the writer interested in its maps (DECISIONS §3.1); the announcement
         // reaches every shard before the ops do.
-        let mut maps: Vec<Arc<str>> = Vec::new();
+        let mut maps: Vec<CompactString> = Vec::new();
         for op in &routed {
-            if !maps.iter().any(|map| **map == *op.map_name) {
-                maps.push(Arc::from(op.map_name.as_str()));
+            if !maps.contains(&op.map_name) {
+                maps.push(op.map_name.clone());
             }
         }
         for map in &maps {
@@ -90,8 +98,15 @@ impl Session {
             let (applied, durability) =
                 self.node.apply_batch_durable(routed, self.conn_ref(), wants_persisted, writer_alone).await;
             durable = durability;
-            for (position, outcome) in routed_positions.into_iter().zip(applied) {
-                outcomes[position] = Some(outcome);
+            if routed_positions.is_empty() {
+                // Every op was routed, in order.
+                for (slot, outcome) in outcomes.iter_mut().zip(applied) {
+                    *slot = Some(outcome);
+                }
+            } else {
+                for (position, outcome) in routed_positions.into_iter().zip(applied) {
+                    outcomes[position] = Some(outcome);
+                }
             }
         }
         // Replies were decided above but go out only now: after the fdatasync, so a client never
