@@ -20,7 +20,8 @@
 # 50 connections and maps per shard, with the generator on SCALE_BENCH_CPUS ("8-15").
 # scaling-control runs N independent 1-shard servers instead (server i on the i-th of
 # SCALE_SERVER_CPUS, its own generator on CPU SCALE_CONTROL_BENCH_FIRST + i, default 8): the
-# sum is what N cores of this machine give with no traffic between shards.
+# sum is what N cores of this machine give with no traffic between shards. Both warm up for
+# SCALE_WARMUP seconds (3) before measuring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,9 @@ BENCH_CPU=${BENCH_CPU:-1}
 DURATION=${DURATION:-8}
 OUT=${OUT:-target/benchmarks}
 SECTIONS=${SECTIONS:-redis put shards batch floor open fanout placement storm}
+# Scaling runs warm up longer: every shard holds 500,000 keys whatever N is, and at N shards each
+# fills more slowly, so with the usual 1 s a larger share of its measured writes would be inserts.
+SCALE_WARMUP=${SCALE_WARMUP:-3}
 BIN=${BIN:-target/release}
 # The write workload of every put run: 50 connections, one map each (no connection gets events
 # of another's writes), OP_BATCH of 10, values of about 64 bytes like redis-benchmark -d 64.
@@ -159,11 +163,11 @@ if want scaling; then
         cpus=$(IFS=,; echo "${server_cpus[*]:0:$shards}")
         start_server "$cpus"
         run "scaling-$shards-shards" "${SCALE_BENCH_CPUS:-8-15}" put --conns $((50 * shards)) --batch 10 \
-            --maps $((50 * shards)) --value-bytes 40 &
+            --maps $((50 * shards)) --value-bytes 40 --warmup "$SCALE_WARMUP" &
         run_pid=$!
         # CPU use of server and generator over 2 s in the middle of the measured window, in
         # CPUs (1.0 = one CPU busy all the time), to tell which side was the limit.
-        sleep $((DURATION / 2))
+        sleep $((SCALE_WARMUP + DURATION / 2))
         bench_pid=$(pgrep -n -f "shardgrid-bench put" || true)
         s0=$(cpu_ticks "$SERVER_PID") b0=$(cpu_ticks "$bench_pid")
         sleep 2
@@ -196,7 +200,8 @@ if want scaling-control; then
                 sleep 0.05
             done
             "$BIN/shardgrid-bench" put --url "ws://127.0.0.1:$port/ws" --cores $((${SCALE_CONTROL_BENCH_FIRST:-8} + i)) \
-                --quiet --duration "$DURATION" --json "$OUT/control-$shards-$i.json" "${PUT_ARGS[@]}" >/dev/null &
+                --quiet --warmup "$SCALE_WARMUP" --duration "$DURATION" --json "$OUT/control-$shards-$i.json" \
+                "${PUT_ARGS[@]}" >/dev/null &
             run_pids+=($!)
         done
         wait "${run_pids[@]}"

@@ -681,47 +681,53 @@ impl Node {
     ) -> (Vec<OpOutcome>, Result<(), Arc<str>>) {
         let op_count = ops.len();
         let shard_count = self.shard_count();
-        let first_owner = ops.first().map(|op| self.owner_of(&op.key));
-        let one_owner = |owner: &ShardId| shard_count == 1 || ops.iter().all(|op| self.owner_of(&op.key) == *owner);
-        if let Some(owner) = first_owner.filter(one_owner) {
+        if ops.is_empty() {
+            return (Vec::new(), Ok(()));
+        }
+        // Each op's owner, computed once (no hashing at all on one shard).
+        let owners_of_ops: Vec<ShardId> =
+            if shard_count == 1 { Vec::new() } else { ops.iter().map(|op| self.owner_of(&op.key)).collect() };
+        if owners_of_ops.iter().all(|owner| *owner == owners_of_ops[0]) {
             // One owner (always, on one shard): the batch goes as it is and its outcomes come
             // back in order.
+            let owner = owners_of_ops.first().copied().unwrap_or(self.shard);
             let reply = self.mesh.call(owner, Hop::Apply { ops, writer, persist, writer_alone }).await;
             let HopReply::Applied(outcomes, ticket) = reply else { unreachable!("Apply is answered with Applied") };
             assert_eq!(outcomes.len(), op_count, "one outcome per op");
             let durable = if persist { self.wait_durable(owner, ticket).await } else { Ok(()) };
             return (outcomes, durable);
         }
-        let mut parts: Vec<(Vec<usize>, Vec<ClientOp>)> = (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
-        for (index, op) in ops.into_iter().enumerate() {
-            let owner = self.owner_of(&op.key).index();
-            parts[owner].0.push(index);
-            parts[owner].1.push(op);
+        // Several owners: each gets its ops in their original order, in one list sized up front,
+        // and the outcomes are put back in that order from each owner's reply.
+        let mut counts = vec![0usize; shard_count];
+        for owner in &owners_of_ops {
+            counts[owner.index()] += 1;
         }
-        let mut positions = Vec::new();
-        let mut owners = Vec::new();
-        let mut calls = Vec::new();
-        for (shard, (indexes, part)) in parts.into_iter().enumerate() {
-            if part.is_empty() {
-                continue;
-            }
-            positions.push(indexes);
+        let mut parts: Vec<Vec<ClientOp>> = counts.iter().map(|&count| Vec::with_capacity(count)).collect();
+        for (op, owner) in ops.into_iter().zip(&owners_of_ops) {
+            parts[owner.index()].push(op);
+        }
+        let part_count = counts.iter().filter(|&&count| count > 0).count();
+        let mut owners = Vec::with_capacity(part_count);
+        let mut calls = Vec::with_capacity(part_count);
+        for (shard, part) in parts.into_iter().enumerate().filter(|(_, part)| !part.is_empty()) {
             owners.push(ShardId(shard as u16));
             calls.push(self.mesh.call(ShardId(shard as u16), Hop::Apply { ops: part, writer, persist, writer_alone }));
         }
         let replies = futures_util::future::join_all(calls).await;
-        let mut outcomes = vec![OpOutcome::Unchanged; op_count];
-        let mut tickets = Vec::with_capacity(owners.len());
-        for ((indexes, reply), owner) in positions.into_iter().zip(replies).zip(owners) {
-            let HopReply::Applied(part_outcomes, ticket) = reply else {
-                unreachable!("Apply is answered with Applied")
-            };
+        let mut part_outcomes: Vec<std::vec::IntoIter<OpOutcome>> =
+            (0..shard_count).map(|_| Vec::new().into_iter()).collect();
+        let mut tickets = Vec::with_capacity(part_count);
+        for (owner, reply) in owners.into_iter().zip(replies) {
+            let HopReply::Applied(outcomes, ticket) = reply else { unreachable!("Apply is answered with Applied") };
+            assert_eq!(outcomes.len(), counts[owner.index()], "one outcome per op");
+            part_outcomes[owner.index()] = outcomes.into_iter();
             tickets.push((owner, ticket));
-            assert_eq!(indexes.len(), part_outcomes.len(), "one outcome per op");
-            for (index, outcome) in indexes.into_iter().zip(part_outcomes) {
-                outcomes[index] = outcome;
-            }
         }
+        let outcomes: Vec<OpOutcome> = owners_of_ops
+            .iter()
+            .map(|owner| part_outcomes[owner.index()].next().expect("one outcome per op"))
+            .collect();
         let mut durable = Ok(());
         if persist {
             for (owner, ticket) in tickets {
