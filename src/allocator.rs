@@ -25,26 +25,14 @@ pub struct Mimalloc;
 unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: plain FFI calls; mimalloc accepts any size and power-of-two alignment.
-        unsafe {
-            if layout.align() <= BLOCK_ALIGN {
-                mi::mi_malloc(layout.size()) as *mut u8
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8
-            }
-        }
+        // SAFETY: mimalloc accepts any size and power-of-two alignment.
+        unsafe { allocate(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        unsafe {
-            if layout.align() <= BLOCK_ALIGN {
-                mi::mi_zalloc(layout.size()) as *mut u8
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8
-            }
-        }
+        unsafe { allocate(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
@@ -63,6 +51,27 @@ unsafe impl GlobalAlloc for Mimalloc {
             } else {
                 mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8
             }
+        }
+    }
+}
+
+/// Allocates `layout` with `plain` (size only) where 8-byte alignment is enough, else with
+/// `aligned` (size, alignment).
+///
+/// # Safety
+/// Both must be mimalloc allocation functions of those signatures.
+#[inline]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: plain FFI calls to mimalloc (the caller's contract).
+    unsafe {
+        if layout.align() <= BLOCK_ALIGN {
+            plain(layout.size()) as *mut u8
+        } else {
+            aligned(layout.size(), layout.align()) as *mut u8
         }
     }
 }
