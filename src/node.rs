@@ -1206,7 +1206,6 @@ impl Node {
     }
 }
 
-/// The `SERVER_EVENT` for one change (DECISIONS §3.1: removes carry the tombstone record).
 /// `target`'s list in `lists` (one list per shard), creating the lists on first use.
 fn per_shard_list<T>(lists: &mut Vec<Vec<T>>, shard_count: usize, target: ShardId) -> &mut Vec<T> {
     if lists.is_empty() {
@@ -1215,6 +1214,7 @@ fn per_shard_list<T>(lists: &mut Vec<Vec<T>>, shard_count: usize, target: ShardI
     &mut lists[target.index()]
 }
 
+/// The `SERVER_EVENT` for one change (DECISIONS §3.1: removes carry the tombstone record).
 fn server_event_message(event: &ChangeEvent) -> ServerMessage {
     let body = match &event.change {
         Change::Put(record) | Change::Remove(record) => ServerEventBody::Lww(record.clone()),

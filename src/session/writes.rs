@@ -57,10 +57,10 @@ impl Session {
 
         let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
         let value_bytes_max = self.node.config.max_value_bytes;
-        // Usually every op passes its checks and the batch goes on as it came.
+        // Usually every op passes its checks and the batch goes on as it came (`None`: the
+        // routed ops are the batch's, in order); otherwise the positions of those that passed.
         let (routed, routed_positions) = if ops.iter().all(|op| check_op(op, value_bytes_max).is_ok()) {
-            let positions: Vec<usize> = Vec::new();
-            (ops, positions)
+            (ops, None)
         } else {
             let mut routed = Vec::with_capacity(ops.len());
             let mut routed_positions = Vec::with_capacity(ops.len());
@@ -73,7 +73,7 @@ impl Session {
                     Err((reason, code)) => outcomes[position] = Some(OpOutcome::Rejected { reason, code }),
                 }
             }
-            (routed, routed_positions)
+            (routed, Some(routed_positions))
         };
         // A write makes the writer interested in its maps (DECISIONS §3.1); the announcement
         // reaches every shard before the ops do.
@@ -98,15 +98,12 @@ impl Session {
             let (applied, durability) =
                 self.node.apply_batch_durable(routed, self.conn_ref(), wants_persisted, writer_alone).await;
             durable = durability;
-            if routed_positions.is_empty() {
-                // Every op was routed, in order.
-                for (slot, outcome) in outcomes.iter_mut().zip(applied) {
-                    *slot = Some(outcome);
-                }
-            } else {
-                for (position, outcome) in routed_positions.into_iter().zip(applied) {
-                    outcomes[position] = Some(outcome);
-                }
+            match routed_positions {
+                None => outcomes.iter_mut().zip(applied).for_each(|(slot, outcome)| *slot = Some(outcome)),
+                Some(positions) => positions
+                    .into_iter()
+                    .zip(applied)
+                    .for_each(|(position, outcome)| outcomes[position] = Some(outcome)),
             }
         }
         // Replies were decided above but go out only now: after the fdatasync, so a client never
