@@ -91,15 +91,7 @@ fn calls_both_ways_through_tiny_queues() {
         let handler = Rc::new(Handler { recorded: RefCell::new(Vec::new()), peer_done: Cell::new(false) });
         mesh.serve(Rc::clone(&handler));
         let peer = ShardId(1 - context.shard.0);
-        let mut callers = Vec::new();
-        for caller in 0..64u64 {
-            let mesh = Rc::clone(&mesh);
-            callers.push(glommio::spawn_local(async move {
-                for number in (caller..CALLS).step_by(64) {
-                    assert_eq!(mesh.call(peer, Request::Double(number)).await, vec![number * 2]);
-                }
-            }));
-        }
+        let callers = spawn_callers(&mesh, peer, 64, CALLS, Request::Double, |number| vec![number * 2]);
         for number in 0..CALLS {
             mesh.tell(peer, Request::Record(number)).await;
         }
@@ -117,6 +109,28 @@ fn calls_both_ways_through_tiny_queues() {
         }
     })
     .unwrap();
+}
+
+/// Spawns `callers` tasks that between them make calls `0..calls` to `peer`, call `i` sending
+/// `request(i)` and checking that the reply is `reply(i)`.
+fn spawn_callers<H: MeshHandler<Request, Vec<u64>>>(
+    mesh: &Rc<shardgrid_shards::Mesh<Request, Vec<u64>, H>>,
+    peer: ShardId,
+    callers: u64,
+    calls: u64,
+    request: fn(u64) -> Request,
+    reply: fn(u64) -> Vec<u64>,
+) -> Vec<glommio::Task<()>> {
+    (0..callers)
+        .map(|caller| {
+            let mesh = Rc::clone(mesh);
+            glommio::spawn_local(async move {
+                for number in (caller..calls).step_by(callers as usize) {
+                    assert_eq!(mesh.call(peer, request(number)).await, reply(number));
+                }
+            })
+        })
+        .collect()
 }
 
 /// Two shards on the first two available CPUs (both on one CPU if only one exists); `None` when
@@ -162,15 +176,8 @@ fn handlers_notifying_each_other_through_full_queues_both_progress() {
         });
         mesh.serve(Rc::clone(&handler));
         let peer = ShardId(1 - context.shard.0);
-        let mut callers = Vec::new();
-        for caller in 0..16u64 {
-            let mesh = Rc::clone(&mesh);
-            callers.push(glommio::spawn_local(async move {
-                for _ in (caller..FANOUT_CALLS).step_by(16) {
-                    assert_eq!(mesh.call(peer, Request::Fanout(FANOUT_EVENTS)).await, vec![FANOUT_EVENTS]);
-                }
-            }));
-        }
+        let fanout = |_| Request::Fanout(FANOUT_EVENTS);
+        let callers = spawn_callers(&mesh, peer, 16, FANOUT_CALLS, fanout, |_| vec![FANOUT_EVENTS]);
         for caller in callers {
             caller.await;
         }
