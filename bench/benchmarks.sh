@@ -37,6 +37,11 @@ BIN=${BIN:-target/release}
 # The write workload of every put run: 50 connections, one map each (no connection gets events
 # of another's writes), OP_BATCH of 10, values of about 64 bytes like redis-benchmark -d 64.
 PUT_ARGS=(--conns 50 --batch 10 --maps 50 --value-bytes 40)
+# Keys per connection of the put runs (--keys): 10,000, so 500,000 keys in all. redis-benchmark
+# writes one key unless given -r, so each side is also run the other's way: Redis over 500,000
+# random keys (-r 500000) and shardgrid with one key per connection (put-1-shard-hot-keys),
+# which keeps every key's record, tree leaf and change entry in cache as Redis's one key is.
+REDIS_KEYS=500000
 
 mkdir -p "$OUT"
 if [ "${BUILD:-1}" = 1 ]; then
@@ -88,6 +93,8 @@ if want redis && command -v redis-server >/dev/null; then
     sleep 0.5
     printf '%-28s %s\n' "redis SET -c50 -P10 -d64" \
         "$(taskset -c "$BENCH_CPU" redis-benchmark -p 6399 -t set -c 50 -P 10 -d 64 -n 3000000 -q | tr '\r' '\n' | tail -n 2 | head -n 1)"
+    printf '%-28s %s\n' "redis SET -c50 -P10 -r$REDIS_KEYS" \
+        "$(taskset -c "$BENCH_CPU" redis-benchmark -p 6399 -t set -c 50 -P 10 -d 64 -r "$REDIS_KEYS" -n 3000000 -q | tr '\r' '\n' | tail -n 2 | head -n 1)"
     printf '%-28s %s\n' "redis SET -c1 -P1 -d64" \
         "$(taskset -c "$BENCH_CPU" redis-benchmark -p 6399 -t set -c 1 -P 1 -d 64 -n 100000 -q | tr '\r' '\n' | tail -n 2 | head -n 1)"
     kill "$REDIS_PID"
@@ -98,6 +105,11 @@ if want put || want open; then
     start_server "$SERVER_CPU"
     run put-1-shard "$BENCH_CPU" put "${PUT_ARGS[@]}"
     stop_server
+    if want put; then
+        start_server "$SERVER_CPU"
+        run put-1-shard-hot-keys "$BENCH_CPU" put "${PUT_ARGS[@]}" --keys 1
+        stop_server
+    fi
 fi
 
 if want shards; then

@@ -97,8 +97,14 @@ fn live_index_benches() {
 
 fn codec_and_apply_benches() {
     let now = 1_700_000_000_000u64;
+    // The stock client's op-log entries: the op's own timestamp and `synced` ride along.
     let ops: Vec<Value> = (0..10)
         .map(|index| {
+            let timestamp = Value::Map(vec![
+                (Value::from("millis"), Value::F64(now as f64)),
+                (Value::from("counter"), Value::from(index)),
+                (Value::from("nodeId"), Value::from("client-a")),
+            ]);
             Value::Map(vec![
                 (Value::from("id"), Value::from(index.to_string())),
                 (Value::from("mapName"), Value::from("bench")),
@@ -108,16 +114,11 @@ fn codec_and_apply_benches() {
                     Value::from("record"),
                     Value::Map(vec![
                         (Value::from("value"), Value::Map(vec![(Value::from("payload"), Value::from("x".repeat(64)))])),
-                        (
-                            Value::from("timestamp"),
-                            Value::Map(vec![
-                                (Value::from("millis"), Value::F64(now as f64)),
-                                (Value::from("counter"), Value::from(index)),
-                                (Value::from("nodeId"), Value::from("client-a")),
-                            ]),
-                        ),
+                        (Value::from("timestamp"), timestamp.clone()),
                     ]),
                 ),
+                (Value::from("timestamp"), timestamp),
+                (Value::from("synced"), Value::Boolean(false)),
             ])
         })
         .collect();

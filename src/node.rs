@@ -490,6 +490,9 @@ impl Node {
         let mut events: Vec<ChangeEvent> = Vec::with_capacity(ops.len());
         {
             let mut data = self.data.borrow_mut();
+            if ops.len() > 1 {
+                data.warm(&ops);
+            }
             // Conflicting writes to maps with resolvers consult them (`scripting`) here, in the
             // same step as the merge.
             let mut scripting = self.scripting.borrow_mut();

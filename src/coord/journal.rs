@@ -31,9 +31,15 @@
 //! Bounds: each shard keeps its newest `JOURNAL_EVENTS_PER_SHARD_MAX` events and at most
 //! `JOURNAL_BYTES_PER_SHARD_MAX` bytes of them; a reader that falls further behind resumes at
 //! the oldest event still kept. The ring holds each event as its change left it (the map's
-//! interned name, the record's value bytes shared with the store — values are copied out of the
-//! client's frame when decoded, so nothing pins a frame) and builds the wire `JournalEvent`
-//! only when a reader or a subscriber needs one.
+//! interned name, the key, the timestamp) and builds the wire `JournalEvent` only when a reader
+//! or a subscriber needs one. Values of up to `JOURNAL_COPIED_VALUE_BYTES_MAX` bytes are copied
+//! into a byte ring beside the events, in event order, and larger ones are shared with the
+//! store. Sharing a small value would make evicting its event, thousands of writes later,
+//! release a reference count on memory long gone cold: one cache miss and one atomic per value
+//! on the write path (a put's new and previous values). Copying costs two short sequential
+//! copies, and evicting a copied value only moves the byte ring's front. The copies hold at most
+//! two small values per event (5 MB per shard at the default bounds); larger values stay shared,
+//! so the journal never doubles the memory of big records.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -99,29 +105,45 @@ pub struct JournalPage {
     pub more: bool,
 }
 
-/// One kept event: its sequence and the change as drafted.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JournalEntry {
-    pub sequence: u64,
-    pub draft: JournalDraft,
+/// Values up to this size are copied into the journal's byte ring, larger ones shared with the
+/// store (see the module doc).
+const JOURNAL_COPIED_VALUE_BYTES_MAX: usize = 256;
+
+/// Bytes of evicted values the byte ring drops at once.
+const JOURNAL_DEAD_BYTES_MAX: usize = 64 * 1024;
+
+/// A value as the ring keeps it.
+#[derive(Debug)]
+enum KeptValue {
+    Absent,
+    /// `len` bytes of the byte ring from absolute position `start`.
+    Copied {
+        start: u64,
+        len: u32,
+    },
+    Shared(ValueBytes),
 }
 
-impl JournalEntry {
-    /// The wire event; `node_id` is the node that recorded it.
-    pub fn to_event(&self, node_id: &str) -> JournalEvent {
-        let draft = &self.draft;
-        JournalEvent {
-            sequence: self.sequence,
-            event_type: draft.event_type,
-            map_name: draft.map.to_string(),
-            key: draft.key.to_string(),
-            value: draft.value.clone(),
-            previous_value: draft.previous_value.clone(),
-            timestamp: draft.timestamp.clone(),
-            node_id: node_id.to_string(),
-            metadata: None,
+impl KeptValue {
+    fn len(&self) -> usize {
+        match self {
+            KeptValue::Absent => 0,
+            KeptValue::Copied { len, .. } => *len as usize,
+            KeptValue::Shared(value) => value.len(),
         }
     }
+}
+
+/// One kept event: its sequence and the change as drafted, values as kept.
+#[derive(Debug)]
+struct JournalEntry {
+    sequence: u64,
+    event_type: JournalEventType,
+    map: Arc<str>,
+    key: CompactString,
+    value: KeptValue,
+    previous_value: KeptValue,
+    timestamp: Timestamp,
 }
 
 /// See the module doc. Lives on every shard, for the keys it owns.
@@ -132,6 +154,12 @@ pub struct Journal {
     /// This shard's event count, raised by reads (see the module doc).
     last_local: u64,
     events: VecDeque<JournalEntry>,
+    /// The copied values of `events`, in event order (each event's value, then its previous
+    /// value), after the first `values_dead` bytes, which belonged to evicted events;
+    /// `values[0]` is at absolute position `values_front`.
+    values: VecDeque<u8>,
+    values_front: u64,
+    values_dead: usize,
     bytes: usize,
     events_max: usize,
     bytes_max: usize,
@@ -141,12 +169,7 @@ pub struct Journal {
 /// the store and counted once there.
 fn event_bytes(entry: &JournalEntry) -> usize {
     const FIXED_BYTES: usize = 128;
-    let draft = &entry.draft;
-    FIXED_BYTES
-        + draft.key.len()
-        + draft.timestamp.node_id.len()
-        + draft.value.as_ref().map_or(0, |value| value.len())
-        + draft.previous_value.as_ref().map_or(0, |value| value.len())
+    FIXED_BYTES + entry.key.len() + entry.timestamp.node_id.len() + entry.value.len() + entry.previous_value.len()
 }
 
 impl Journal {
@@ -169,25 +192,87 @@ impl Journal {
             node_id: Arc::from(node_id),
             last_local: 0,
             events: VecDeque::new(),
+            values: VecDeque::new(),
+            values_front: 0,
+            values_dead: 0,
             bytes: 0,
             events_max,
             bytes_max,
         }
     }
 
-    /// Numbers and keeps one event, dropping the oldest past the bounds.
-    pub fn append(&mut self, draft: JournalDraft) -> &JournalEntry {
+    /// Numbers and keeps one event, dropping the oldest past the bounds; returns its sequence.
+    pub fn append(&mut self, draft: JournalDraft) -> u64 {
         self.last_local += 1;
-        let entry = JournalEntry { sequence: global_sequence(self.last_local, self.shard, self.shard_count), draft };
-        debug_assert!(self.events.back().is_none_or(|last| last.sequence < entry.sequence));
+        let sequence = global_sequence(self.last_local, self.shard, self.shard_count);
+        debug_assert!(self.events.back().is_none_or(|last| last.sequence < sequence));
+        let JournalDraft { event_type, map, key, value, previous_value, timestamp } = draft;
+        let value = self.keep(value);
+        let previous_value = self.keep(previous_value);
+        let entry = JournalEntry { sequence, event_type, map, key, value, previous_value, timestamp };
         self.bytes += event_bytes(&entry);
         self.events.push_back(entry);
         // The newest event is always kept, even one larger than the byte bound on its own.
         while self.events.len() > self.events_max || (self.bytes > self.bytes_max && self.events.len() > 1) {
             let oldest = self.events.pop_front().expect("more than one event");
             self.bytes -= event_bytes(&oldest);
+            // Copied values leave the byte ring's front in the order they entered it; the
+            // bytes are dropped in bulk once enough have gone.
+            for kept in [&oldest.value, &oldest.previous_value] {
+                if let KeptValue::Copied { start, len } = *kept {
+                    debug_assert_eq!(start, self.values_front + self.values_dead as u64);
+                    self.values_dead += len as usize;
+                }
+            }
+            if self.values_dead >= JOURNAL_DEAD_BYTES_MAX {
+                self.values.drain(..self.values_dead);
+                self.values_front += self.values_dead as u64;
+                self.values_dead = 0;
+            }
         }
-        self.events.back().expect("just appended")
+        sequence
+    }
+
+    /// The newest event kept, as sent to subscribers, with the map's interned name.
+    pub fn newest_event(&self) -> Option<(Arc<str>, JournalEvent)> {
+        self.events.back().map(|entry| (Arc::clone(&entry.map), self.to_event(entry)))
+    }
+
+    fn keep(&mut self, value: Option<ValueBytes>) -> KeptValue {
+        match value {
+            None => KeptValue::Absent,
+            Some(value) if value.len() <= JOURNAL_COPIED_VALUE_BYTES_MAX => {
+                let start = self.values_front + self.values.len() as u64;
+                self.values.extend(value.iter());
+                KeptValue::Copied { start, len: value.len() as u32 }
+            }
+            Some(value) => KeptValue::Shared(value),
+        }
+    }
+
+    fn value_of(&self, kept: &KeptValue) -> Option<ValueBytes> {
+        match kept {
+            KeptValue::Absent => None,
+            KeptValue::Copied { start, len } => {
+                let offset = (start - self.values_front) as usize;
+                Some(self.values.range(offset..offset + *len as usize).copied().collect())
+            }
+            KeptValue::Shared(value) => Some(Arc::clone(value)),
+        }
+    }
+
+    fn to_event(&self, entry: &JournalEntry) -> JournalEvent {
+        JournalEvent {
+            sequence: entry.sequence,
+            event_type: entry.event_type,
+            map_name: entry.map.to_string(),
+            key: entry.key.to_string(),
+            value: self.value_of(&entry.value),
+            previous_value: self.value_of(&entry.previous_value),
+            timestamp: entry.timestamp.clone(),
+            node_id: self.node_id.to_string(),
+            metadata: None,
+        }
     }
 
     /// The newest sequence this shard has used or promised to stay above (0: none).
@@ -207,14 +292,14 @@ impl Journal {
         let start = self.events.partition_point(|event| event.sequence < from);
         let mut page = JournalPage::default();
         for entry in self.events.range(start..) {
-            if map.is_some_and(|map| *entry.draft.map != *map) {
+            if map.is_some_and(|map| *entry.map != *map) {
                 continue;
             }
             if entry.sequence > upto || page.events.len() == limit {
                 page.more = true;
                 break;
             }
-            page.events.push(Arc::new(entry.to_event(&self.node_id)));
+            page.events.push(Arc::new(self.to_event(entry)));
         }
         page
     }
@@ -437,6 +522,54 @@ mod tests {
         assert!(journal.bytes <= 300 && !journal.is_empty());
     }
 
+    // Goal: every kept event reads back its own value and previous value, whether they were
+    // copied into the byte ring or shared, while the ring evicts and wraps. Method: seeded
+    // appends of values from empty to past the copy limit (some absent), reading the whole
+    // journal back after each and comparing with the drafts still expected to be kept.
+    #[test]
+    fn values_read_back_through_eviction() {
+        for seed in 0..8 {
+            let mut prng = Prng::from_seed(seed);
+            let mut journal = Journal::with_bounds(0, 1, "n", 1 + prng.index(6), usize::MAX);
+            let mut expected: VecDeque<JournalDraft> = VecDeque::new();
+            let value = |prng: &mut Prng| {
+                let len = match prng.below(5) {
+                    0 => return None,
+                    1 => JOURNAL_COPIED_VALUE_BYTES_MAX + prng.index(64),
+                    2 => JOURNAL_COPIED_VALUE_BYTES_MAX - prng.index(2),
+                    _ => prng.index(100),
+                };
+                let fill = prng.below(256) as u8;
+                Some(ValueBytes::from((0..len).map(|index| fill.wrapping_add(index as u8)).collect::<Vec<u8>>()))
+            };
+            for index in 0..200 {
+                let mut drafted = draft("m", &format!("k{index}"));
+                drafted.value = value(&mut prng);
+                drafted.previous_value = value(&mut prng);
+                journal.append(drafted.clone());
+                expected.push_back(drafted);
+                if expected.len() > journal.events_max {
+                    expected.pop_front();
+                }
+                let page = journal.read(0, journal.head(), usize::MAX, None);
+                assert_eq!(page.events.len(), expected.len(), "seed {seed}");
+                for (event, drafted) in page.events.iter().zip(&expected) {
+                    assert_eq!(event.key, drafted.key.as_str());
+                    assert_eq!(event.value, drafted.value, "seed {seed} event {}", event.sequence);
+                    assert_eq!(event.previous_value, drafted.previous_value, "seed {seed} event {}", event.sequence);
+                }
+            }
+            // Only the kept events' copied values are left in the byte ring.
+            let copied: usize = expected
+                .iter()
+                .flat_map(|drafted| [&drafted.value, &drafted.previous_value])
+                .filter_map(|value| value.as_ref().map(|value| value.len()))
+                .filter(|len| *len <= JOURNAL_COPIED_VALUE_BYTES_MAX)
+                .sum();
+            assert_eq!(journal.values.len() - journal.values_dead, copied, "seed {seed}");
+        }
+    }
+
     // Goal: limit, range and map filter shape a shard's page and `more`. Method: ten events
     // over two maps, read in pieces.
     #[test]
@@ -456,7 +589,7 @@ mod tests {
         assert!(page.more, "events above the bound count as more");
         assert_eq!(journal.read(11, 20, 10, None).events.len(), 0);
         // The read promised to stay above 20.
-        assert_eq!(journal.append(draft("m", "k")).sequence, 21);
+        assert_eq!(journal.append(draft("m", "k")), 21);
     }
 
     // Goal: event types follow DECISIONS §7.1 from the previous record's liveness.

@@ -388,10 +388,11 @@ impl Node {
         let mut frames = Vec::new();
         let mut journal = self.coord().journal.borrow_mut();
         for event in events {
-            let appended = journal.append(draft_of(event, now_ms, &self.config.node_id));
+            journal.append(draft_of(event, now_ms, &self.config.node_id));
             if !targets.is_empty() {
-                let frame = self.coord().encode(&ServerMessage::JournalEvent(appended.to_event(&self.config.node_id)));
-                frames.push((Arc::clone(&appended.draft.map), appended.draft.event_type, frame));
+                let (map, event) = journal.newest_event().expect("just appended");
+                let event_type = event.event_type;
+                frames.push((map, event_type, self.coord().encode(&ServerMessage::JournalEvent(event))));
             }
         }
         JournalDelivery { targets, frames }

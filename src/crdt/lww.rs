@@ -85,6 +85,16 @@ impl LwwMap {
         }
     }
 
+    /// Reads `key`'s stored record and the first byte of its value, for a caller that wants
+    /// those lines in cache before it writes the key (`ShardData::warm`): the key's index slot
+    /// and a number made of what was read.
+    pub fn touch(&self, key: &str) -> Option<(IndexSlot, u64)> {
+        self.records.get(key).map(|stored| {
+            let first = stored.record.value.as_ref().and_then(|value| value.first()).copied().unwrap_or(0);
+            (stored.slot, u64::from(stored.record.timestamp.counter) ^ u64::from(first))
+        })
+    }
+
     /// The stored record of `key`, tombstone or expired record included.
     pub fn get(&self, key: &str) -> Option<&LwwRecord> {
         self.records.get(key).map(|stored| &stored.record)

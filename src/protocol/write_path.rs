@@ -70,13 +70,50 @@ impl<'a> Reader<'a> {
         self.position = self.bytes.len() - rest.len();
     }
 
-    /// Steps over one value at nesting level `depth` (the message map is 1) and returns its
-    /// bytes.
-    fn value(&mut self, depth: usize) -> Option<&'a [u8]> {
+    /// The `len` bytes at the cursor, stepped over.
+    #[inline(always)]
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
         let start = self.position;
-        let mut rest = self.rest();
-        let children = read_item_head(&mut rest, start).ok()?;
-        self.advance_to(rest);
+        let bytes = self.bytes.get(start..start.checked_add(len)?)?;
+        self.position = start + len;
+        Some(bytes)
+    }
+
+    /// Steps over one value at nesting level `depth` (the message map is 1) and returns its
+    /// bytes. The markers of a write frame's leaves are stepped inline; containers and the
+    /// rarer formats go through [`Reader::value_other`].
+    #[inline(always)]
+    fn value(&mut self, depth: usize) -> Option<&'a [u8]> {
+        let first = *self.bytes.get(self.position)?;
+        let len = match first {
+            // Positive and negative fixints, nil, false, true: the marker is the value.
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 1,
+            0xa0..=0xbf => 1 + usize::from(first & 0x1f),
+            0xd9 => 2 + usize::from(*self.bytes.get(self.position + 1)?),
+            0xcc | 0xd0 => 2,
+            0xcd | 0xd1 => 3,
+            0xca | 0xce | 0xd2 => 5,
+            0xcb | 0xcf | 0xd3 => 9,
+            _ => return self.value_other(depth),
+        };
+        self.take(len)
+    }
+
+    #[inline(never)]
+    fn value_other(&mut self, depth: usize) -> Option<&'a [u8]> {
+        let start = self.position;
+        let children = match self.bytes.get(start) {
+            Some(&fixmap @ 0x80..=0x8f) => {
+                self.position += 1;
+                Some(2 * u64::from(fixmap & 0x0f))
+            }
+            _ => {
+                let mut rest = self.rest();
+                let children = read_item_head(&mut rest, start).ok()?;
+                self.advance_to(rest);
+                children
+            }
+        };
         if let Some(children) = children {
             if depth > self.depth_max {
                 return None;
@@ -102,27 +139,40 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Option<&'a str> {
-        let bytes = self.string_bytes()?;
-        std::str::from_utf8(bytes).ok()
+        text(self.string_bytes()?)
     }
 
     /// The bytes of the string that is next, not checked to be UTF-8.
+    #[inline(always)]
     fn string_bytes(&mut self) -> Option<&'a [u8]> {
-        let mut rest = self.rest();
-        let len = match rest.first()? {
-            first @ 0xa0..=0xbf => {
-                rest = &rest[1..];
-                usize::from(first & 0x1f)
+        let first = *self.bytes.get(self.position)?;
+        match first {
+            0xa0..=0xbf => {
+                self.position += 1;
+                self.take(usize::from(first & 0x1f))
             }
-            _ => rmp::decode::read_str_len(&mut rest).ok()? as usize,
-        };
-        let bytes = rest.get(..len)?;
-        self.advance_to(&rest[len..]);
-        Some(bytes)
+            0xd9 => {
+                let len = *self.bytes.get(self.position + 1)?;
+                self.position += 2;
+                self.take(usize::from(len))
+            }
+            _ => {
+                let mut rest = self.rest();
+                let len = rmp::decode::read_str_len(&mut rest).ok()? as usize;
+                self.advance_to(rest);
+                self.take(len)
+            }
+        }
     }
 
+    /// A non-negative integer: any msgpack integer, or a float holding a whole number, as
+    /// [`u64_of`] reads it (positive fixints and the client's float64 millis inline).
     fn uint(&mut self, depth: usize) -> Option<u64> {
-        u64_of(self.value(depth)?)
+        let value = self.value(depth)?;
+        match value {
+            [fixint @ 0x00..=0x7f] => Some(u64::from(*fixint)),
+            _ => u64_of(value),
+        }
     }
 
     /// `f` on the next value unless it is nil: `Some(None)` for nil.
@@ -136,13 +186,21 @@ impl<'a> Reader<'a> {
     /// Reads the map at nesting level `depth`, handing `visit` the name of each string-keyed
     /// entry with the reader at its value, which `visit` must consume. Entries with other
     /// keys cannot name a field and are stepped over, as the general decoder ignores them.
+    #[inline(always)]
     fn fields(&mut self, depth: usize, mut visit: impl FnMut(&[u8], &mut Reader<'a>) -> Option<()>) -> Option<()> {
         if depth > self.depth_max {
             return None;
         }
-        let mut rest = self.rest();
-        let entries = rmp::decode::read_map_len(&mut rest).ok()?;
-        self.advance_to(rest);
+        let first = *self.bytes.get(self.position)?;
+        let entries = if let 0x80..=0x8f = first {
+            self.position += 1;
+            u32::from(first & 0x0f)
+        } else {
+            let mut rest = self.rest();
+            let entries = rmp::decode::read_map_len(&mut rest).ok()?;
+            self.advance_to(rest);
+            entries
+        };
         for _ in 0..entries {
             let is_string = matches!(self.rest().first(), Some(0xa0..=0xbf | 0xd9..=0xdb));
             if is_string {
@@ -154,6 +212,18 @@ impl<'a> Reader<'a> {
             }
         }
         Some(())
+    }
+}
+
+/// `bytes` as text. ASCII, which every name, id and key the stock client writes is in
+/// practice, is checked inline; anything else by `from_utf8`.
+#[inline(always)]
+fn text(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
     }
 }
 
