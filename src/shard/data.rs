@@ -197,7 +197,12 @@ impl ShardData {
         wall_ms: u64,
     ) -> (OpOutcome, Option<ChangeEvent>) {
         let map = self.map_name(map_name);
-        let lww = self.lww.entry(Arc::clone(&map)).or_default();
+        // The map exists after its first write: found by name, without the name's reference
+        // count going up and down for an `entry`.
+        let lww = match self.lww.get_mut(map_name) {
+            Some(lww) => lww,
+            None => self.lww.entry(Arc::clone(&map)).or_default(),
+        };
         match lww.merge(&key, record.clone()) {
             LwwMerge::Applied { previous } => {
                 if let Some(index) = self.search.get_mut(&map) {
