@@ -102,12 +102,9 @@ impl<'a> Reader<'a> {
     #[inline(never)]
     fn value_other(&mut self, depth: usize) -> Option<&'a [u8]> {
         let start = self.position;
-        let children = match self.bytes.get(start) {
-            Some(&fixmap @ 0x80..=0x8f) => {
-                self.position += 1;
-                Some(2 * u64::from(fixmap & 0x0f))
-            }
-            _ => {
+        let children = match self.fixmap() {
+            Some(entries) => Some(2 * u64::from(entries)),
+            None => {
                 let mut rest = self.rest();
                 let children = read_item_head(&mut rest, start).ok()?;
                 self.advance_to(rest);
@@ -127,6 +124,17 @@ impl<'a> Reader<'a> {
 
     fn skip(&mut self, depth: usize) -> Option<()> {
         self.value(depth).map(drop)
+    }
+
+    /// Consumes a fixmap marker if one is next: its entry count.
+    #[inline(always)]
+    fn fixmap(&mut self) -> Option<u32> {
+        let first = *self.bytes.get(self.position)?;
+        if !(0x80..=0x8f).contains(&first) {
+            return None;
+        }
+        self.position += 1;
+        Some(u32::from(first & 0x0f))
     }
 
     /// Consumes a nil if one is next.
@@ -191,15 +199,14 @@ impl<'a> Reader<'a> {
         if depth > self.depth_max {
             return None;
         }
-        let first = *self.bytes.get(self.position)?;
-        let entries = if let 0x80..=0x8f = first {
-            self.position += 1;
-            u32::from(first & 0x0f)
-        } else {
-            let mut rest = self.rest();
-            let entries = rmp::decode::read_map_len(&mut rest).ok()?;
-            self.advance_to(rest);
-            entries
+        let entries = match self.fixmap() {
+            Some(entries) => entries,
+            None => {
+                let mut rest = self.rest();
+                let entries = rmp::decode::read_map_len(&mut rest).ok()?;
+                self.advance_to(rest);
+                entries
+            }
         };
         for _ in 0..entries {
             let is_string = matches!(self.rest().first(), Some(0xa0..=0xbf | 0xd9..=0xdb));

@@ -450,7 +450,6 @@ impl SyncRebuild {
 }
 
 impl ShardData {
-    /// Updates the sync indexes for one state change of `apply`.
     /// Looks up the stored records of a batch's keys before its ops are applied in turn. The
     /// lookups do not depend on each other, so the processor overlaps their cache misses, where
     /// applying op by op waits for each miss in turn: the record's table slot, its old value
@@ -479,15 +478,15 @@ impl ShardData {
             let Some((slot, read)) = records.touch(&op.key) else { continue };
             seen ^= read;
             if let Some(index) = index.filter(|index| index.epoch == slot.epoch) {
-                let chunks = &index.changes.chunks;
-                if let Ok(position) = chunks.binary_search_by_key(&slot.chunk, |chunk| chunk.id) {
-                    seen ^= chunks[position].entries.get(slot.offset as usize).map_or(0, |(arrival, _)| arrival.millis);
-                }
+                // A slot of the index's epoch names a live entry (as `ChangeLog::clear` relies on).
+                let chunk = &index.changes.chunks[index.changes.position(slot.chunk)];
+                seen ^= chunk.entries[slot.offset as usize].0.millis;
             }
         }
         std::hint::black_box(seen);
     }
 
+    /// Updates the sync indexes for one state change of `apply`.
     pub(super) fn track_sync(&mut self, event: &ChangeEvent, wall_ms: u64) {
         match &event.change {
             Change::Put(_) | Change::Remove(_) => {
